@@ -1,0 +1,262 @@
+"""The recipe: one validated document per compression job (DESIGN.md §3).
+
+Every default lives here, once. A recipe round-trips through JSON (`to_dict` / `from_dict`)
+and loads from YAML or JSON files; relative paths resolve against the file's folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from compression.errors import RecipeError
+
+RECIPE_VERSION = 1
+ALLOWED_BITS = (2, 4, 8, 32)  # 32 = leave in full precision
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=False)
+
+
+class TeacherSpec(_Strict):
+    """Exactly one of: a local HF directory, a hub id, or (through the service) a model id."""
+
+    path: str | None = None
+    hf: str | None = None
+    revision: str | None = None
+    model: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TeacherSpec:
+        given = [k for k in ("path", "hf", "model") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("teacher needs exactly one of 'path', 'hf' or 'model'")
+        if self.revision and not self.hf:
+            raise ValueError("teacher.revision only applies to teacher.hf")
+        return self
+
+
+class DatasetSpec(_Strict):
+    """Local JSONL/CSV files, or (through the service) an uploaded dataset id."""
+
+    train: str | None = None
+    validation: str | None = None
+    dataset: str | None = None
+    source_field: str = "document"
+    target_field: str = "summary"
+    validation_fraction: float = 0.05  # held out of train when no validation split is given
+    max_validation_samples: int | None = None  # caps evaluation cost; None = the whole split
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSpec:
+        if bool(self.train) == bool(self.dataset):
+            raise ValueError("dataset needs exactly one of 'train' (a file) or 'dataset' (an uploaded id)")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError("dataset.validation_fraction must be in (0, 1)")
+        if self.source_field == self.target_field:
+            raise ValueError("dataset.source_field and dataset.target_field must differ")
+        return self
+
+
+LayerPlan = int | list[int] | None
+
+
+class StudentSpec(_Strict):
+    """Layers per stack: a count (default maximally-spaced map) or explicit teacher indices.
+
+    None keeps the teacher's depth.
+    """
+
+    encoder_layers: LayerPlan = None
+    decoder_layers: LayerPlan = None
+
+    @field_validator("encoder_layers", "decoder_layers")
+    @classmethod
+    def _plan_shape(cls, v: LayerPlan) -> LayerPlan:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be at least 1 layer")
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("an explicit layer list must not be empty")
+            if len(set(v)) != len(v):
+                raise ValueError(f"duplicate teacher layer indices in {v}")
+            if any(i < 0 for i in v):
+                raise ValueError(f"negative teacher layer index in {v}")
+        return v
+
+    def check_against(self, teacher_encoder_layers: int, teacher_decoder_layers: int) -> None:
+        """Raise RecipeError naming the field if the plan does not fit the teacher."""
+        for name, plan, depth in (
+            ("encoder_layers", self.encoder_layers, teacher_encoder_layers),
+            ("decoder_layers", self.decoder_layers, teacher_decoder_layers),
+        ):
+            if isinstance(plan, int) and plan > depth:
+                raise RecipeError(
+                    f"student.{name}", f"{plan} layers asked for a teacher with {depth} {name.split('_')[0]} layers"
+                )
+            if isinstance(plan, list) and max(plan) >= depth:
+                raise RecipeError(
+                    f"student.{name}", f"index {max(plan)} is out of range for a teacher with {depth} layers"
+                )
+
+
+class QuantizationSpec(_Strict):
+    weight_bits: int = 8
+    embedding_bits: int = 8
+    activation_bits: int = 8
+    granularity: Literal["per_tensor", "per_row"] = "per_tensor"  # weights; embedding is always per row
+    clip_val: float = 2.5
+    learned_scale: bool = False  # LSQ-style learned step size instead of the fixed clip
+
+    @field_validator("weight_bits", "embedding_bits", "activation_bits", mode="before")
+    @classmethod
+    def _bits(cls, v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"bits must be an integer, one of {ALLOWED_BITS}; got {v!r}")
+        if v not in ALLOWED_BITS:
+            raise ValueError(f"bits must be one of {ALLOWED_BITS} (32 = no quantization); got {v}")
+        return v
+
+    @field_validator("clip_val")
+    @classmethod
+    def _clip(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("clip_val must be positive")
+        return v
+
+
+class DistillationSpec(_Strict):
+    task: float = 1.0
+    logits: float = 1.0
+    hidden: float = 1.0  # hidden states and attention probabilities
+    mask_padding: bool = True  # False reproduces the paper's unmasked MSE
+
+    @field_validator("task", "logits", "hidden")
+    @classmethod
+    def _non_negative(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("loss weights must be >= 0")
+        return v
+
+
+class TrainingSpec(_Strict):
+    epochs: int = 3
+    max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    lr: float = 3.0e-5
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    grad_accum: int = 1
+    warmup_ratio: float = 0.05
+    max_grad_norm: float | None = 1.0
+    seed: int = 28
+    max_source_length: int = 512
+    max_target_length: int = 64
+    eval_every: int | None = None  # steps; None = once per epoch
+    checkpoint_every: int | None = 200  # steps; None = once per epoch
+    log_every: int = 10
+
+    @model_validator(mode="after")
+    def _positive(self) -> TrainingSpec:
+        for name in ("epochs", "batch_size", "grad_accum", "max_source_length", "max_target_length", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"training.{name} must be >= 1")
+        for name in ("max_steps", "eval_every", "checkpoint_every"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"training.{name} must be >= 1 or null")
+        if self.lr <= 0:
+            raise ValueError("training.lr must be > 0")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError("training.warmup_ratio must be in [0, 1)")
+        return self
+
+
+class EvaluationSpec(_Strict):
+    num_beams: int = 4
+    max_length: int = 62
+    min_length: int = 0
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    batch_size: int = 32
+
+    @model_validator(mode="after")
+    def _lengths(self) -> EvaluationSpec:
+        if self.num_beams < 1 or self.max_length < 1 or self.batch_size < 1:
+            raise ValueError("evaluation.num_beams, max_length and batch_size must be >= 1")
+        if not 0 <= self.min_length <= self.max_length:
+            raise ValueError("evaluation.min_length must be in [0, max_length]")
+        return self
+
+
+class Recipe(_Strict):
+    version: int = RECIPE_VERSION
+    task: Literal["summarization", "translation"] = "summarization"
+    src_lang: str | None = None  # mBART language codes, translation only
+    tgt_lang: str | None = None
+    # dq = the method; the others are baselines at the same size (ptq: no training;
+    # qat_only: distillation weights 0; distill_only: 32-bit student)
+    method: Literal["dq", "ptq", "qat_only", "distill_only"] = "dq"
+    # Fine-tune (or train from scratch) the teacher on the task first; null = use it as given.
+    teacher_training: TrainingSpec | None = None
+    teacher: TeacherSpec
+    dataset: DatasetSpec
+    student: StudentSpec = StudentSpec()
+    quantization: QuantizationSpec = QuantizationSpec()
+    distillation: DistillationSpec = DistillationSpec()
+    training: TrainingSpec = TrainingSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v != RECIPE_VERSION:
+            raise ValueError(f"unsupported recipe version {v}; this build reads version {RECIPE_VERSION}")
+        return v
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise RecipeError.from_validation(exc) from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def resolve_paths(self, base: Path) -> Recipe:
+        """A copy whose relative file paths are made absolute against `base`."""
+        data = self.to_dict()
+        if data["teacher"].get("path"):
+            data["teacher"]["path"] = str((base / data["teacher"]["path"]).resolve())
+        for split in ("train", "validation"):
+            if data["dataset"].get(split):
+                data["dataset"][split] = str((base / data["dataset"][split]).resolve())
+        return Recipe.from_dict(data)
+
+
+def parse_recipe_text(text: str) -> Recipe:
+    """Parse YAML or JSON text (JSON is YAML) into a validated recipe."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError("recipe", f"not valid YAML or JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RecipeError("recipe", "must be a mapping of fields (YAML or JSON object)")
+    return Recipe.from_dict(data)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError("recipe", f"cannot read {path}: {exc}") from None
+    return parse_recipe_text(text).resolve_paths(path.parent)

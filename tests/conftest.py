@@ -1,0 +1,34 @@
+"""Shared fixtures: a real sample of debian-desc and tiny BART teachers built offline."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.tiny import SAMPLE_DIR, make_tiny_teacher
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def sample_records() -> list[dict[str, str]]:
+    """Real (document, summary) records: the bundled sample."""
+    with gzip.open(SAMPLE_DIR / "train.jsonl.gz", "rt", encoding="utf-8") as f:
+        return [json.loads(line) for _, line in zip(range(400), f, strict=False)]
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved 2-2 layer BART (d_model 32) with a tokenizer trained on the sample."""
+    return make_tiny_teacher(tmp_path_factory.mktemp("teacher"), encoder_layers=2, decoder_layers=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_6x6_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved 6-6 layer BART (d_model 32), the paper's teacher depth."""
+    return make_tiny_teacher(tmp_path_factory.mktemp("teacher66"), encoder_layers=6, decoder_layers=6)
