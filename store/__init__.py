@@ -1,0 +1,1 @@
+"""What the service keeps: settings, tables, blob storage and data-access functions."""

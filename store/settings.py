@@ -1,0 +1,74 @@
+"""Service settings: one `Settings` object, env vars with the prefix `DQB_` (DESIGN.md §6).
+
+Everything the embedded mode keeps lives below DATA_DIR; the URLs and folders that are left
+empty are derived from it, so setting DQB_DATA_DIR alone moves a whole installation.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GIB = 1024**3
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DQB_", extra="ignore")
+
+    DATA_DIR: Path = Field(default_factory=lambda: Path.cwd() / ".dqbart")
+    DATABASE_URL: str = ""  # default sqlite:///<DATA_DIR>/dqbart.db; production postgresql+psycopg://...
+    BROKER_URL: str = "filesystem://"  # folders under <DATA_DIR>/broker; production redis://...
+    ARTIFACT_DIR: Path | None = None  # default <DATA_DIR>/artifacts
+    MAX_UPLOAD_BYTES: int = 2 * GIB
+    HEARTBEAT_SECONDS: float = 5.0
+    STALE_AFTER_SECONDS: float = 60.0  # a running job whose heartbeat is older is presumed dead
+    REQUEUE_AFTER_SECONDS: float = 300.0  # a queued job not picked up by then is sent again
+    RECONCILE_SECONDS: float = 30.0  # how often a worker looks for lost jobs
+    DEVICE: str = "auto"
+    LOG_LEVEL: str = "INFO"
+    MAX_CONCURRENT_JOBS: int | None = None  # per tenant, unless the tenant row says otherwise
+    STORAGE_LIMIT_BYTES: int | None = None
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        self.DATA_DIR = self.DATA_DIR.expanduser().resolve()
+        if not self.DATABASE_URL:
+            self.DATABASE_URL = f"sqlite:///{self.DATA_DIR / 'dqbart.db'}"
+        if self.ARTIFACT_DIR is None:
+            self.ARTIFACT_DIR = self.DATA_DIR / "artifacts"
+        if self.HEARTBEAT_SECONDS <= 0 or self.STALE_AFTER_SECONDS <= self.HEARTBEAT_SECONDS:
+            raise ValueError("need 0 < HEARTBEAT_SECONDS < STALE_AFTER_SECONDS")
+        return self
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.ARTIFACT_DIR or self.DATA_DIR / "artifacts"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.DATA_DIR / "broker"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.DATA_DIR / "checkpoints"
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space of running jobs (outputs before they are packed into the blob store)."""
+        return self.DATA_DIR / "work"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.DATA_DIR / "cache"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.DATABASE_URL.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
