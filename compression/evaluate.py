@@ -1,0 +1,79 @@
+"""Beam-search generation and the task metrics: ROUGE (rouge-score) and BLEU/chrF (sacrebleu)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import sacrebleu
+import torch
+from rouge_score import rouge_scorer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from compression.data import Record
+from compression.recipe import EvaluationSpec
+
+# The metric that picks the best checkpoint, per task.
+TASK_METRIC = {"summarization": "rougeLsum", "translation": "bleu"}
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+# A sentence ends at . ! or ? followed by space. nltk's punkt would need a download that is not
+# available offline, and ROUGE-Lsum only needs the newlines between sentences.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+@torch.no_grad()
+def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
+             spec: EvaluationSpec, *, max_source_length: int = 1024,
+             forced_bos_token_id: int | None = None) -> list[str]:
+    """Decode `texts` with the recipe's generation settings, in batches of `spec.batch_size`."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outputs: list[str] = []
+    for start in range(0, len(texts), spec.batch_size):
+        inputs = tokenizer(list(texts[start : start + spec.batch_size]), max_length=max_source_length,
+                           truncation=True, padding=True, return_tensors="pt").to(device)
+        ids = model.generate(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+            num_beams=spec.num_beams, max_length=spec.max_length, min_length=spec.min_length,
+            length_penalty=spec.length_penalty, no_repeat_ngram_size=spec.no_repeat_ngram_size,
+            early_stopping=True, forced_bos_token_id=forced_bos_token_id,
+        )
+        outputs += [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    model.train(was_training)
+    return outputs
+
+
+def split_sentences(text: str) -> str:
+    return "\n".join(s for s in _SENTENCE_END.split(text.strip()) if s)
+
+
+def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean F1 x100 with stemming; Lsum over newline-separated sentences."""
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
+    for prediction, reference in zip(predictions, references, strict=True):
+        scores = scorer.score(split_sentences(reference), split_sentences(prediction))
+        for name in ROUGE_TYPES:
+            totals[name] += scores[name].fmeasure
+    return {name: 100.0 * total / max(1, len(predictions)) for name, total in totals.items()}
+
+
+def bleu_chrf(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Corpus BLEU and chrF (sacrebleu defaults: 13a tokenizer); already on a 0-100 scale."""
+    refs = [list(references)]
+    return {"bleu": sacrebleu.corpus_bleu(list(predictions), refs).score,
+            "chrf": sacrebleu.corpus_chrf(list(predictions), refs).score}
+
+
+def score(task: str, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    return rouge(predictions, references) if task == "summarization" else bleu_chrf(predictions, references)
+
+
+def evaluate_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, records: Sequence[Record],
+                   task: str, spec: EvaluationSpec, *, max_source_length: int = 1024,
+                   forced_bos_token_id: int | None = None) -> dict[str, float]:
+    """Generate for every record's source and score against its target (ROUGE or BLEU/chrF, x100)."""
+    predictions = generate(model, tokenizer, [r.source for r in records], spec,
+                           max_source_length=max_source_length, forced_bos_token_id=forced_bos_token_id)
+    return score(task, predictions, [r.target for r in records])
