@@ -7,7 +7,6 @@ Members are copied one by one into the destination (never `extractall`).
 
 from __future__ import annotations
 
-import hashlib
 import stat
 import tarfile
 import zipfile
@@ -136,11 +135,8 @@ def extract_archive(archive: Path, dest: Path, *, max_bytes: int) -> None:
         raise ArchiveError(f"damaged archive ({exc})") from None
 
 
-def write_tar(src_dir: Path, out: Path) -> tuple[int, str]:
-    """Pack the files below `src_dir` into a plain tar with stable order and metadata.
-
-    Returns (bytes, sha256 hex) of the tar file.
-    """
+def write_tar(src_dir: Path, out: Path) -> None:
+    """Pack the files below `src_dir` into a plain tar with stable order and metadata."""
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
         for path in sorted(p for p in src_dir.rglob("*") if p.is_file()):
             info = tarfile.TarInfo(path.relative_to(src_dir).as_posix())
@@ -148,9 +144,4 @@ def write_tar(src_dir: Path, out: Path) -> tuple[int, str]:
             info.mode = 0o644
             with open(path, "rb") as f:
                 tf.addfile(info, f)
-    digest = hashlib.sha256()
-    with open(out, "rb") as f:
-        while chunk := f.read(_COPY_CHUNK):
-            digest.update(chunk)
-    return out.stat().st_size, digest.hexdigest()
 

@@ -1,0 +1,36 @@
+"""The FastAPI application: routers, error handlers and middleware, assembled from settings.
+
+Run with `dqbart api` (or `uvicorn --factory api.main:create_app`); OpenAPI lives at /docs.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.metrics import ApiMetrics
+from api.routes import datasets, health, models
+from store.blobs import LocalBlobStore
+from store.db import session_factory
+from store.settings import Settings, get_settings
+
+DESCRIPTION = """Compress BART/mBART teachers by joint distillation and quantization (DQ-BART).
+
+Upload a teacher (`POST /v1/models`) and a dataset (`POST /v1/datasets`), submit a recipe
+(`POST /v1/jobs`), follow the job, then download the compressed model. Every request except
+`/health` and `/metrics` needs `Authorization: Bearer <key>` (`dqbart keys create --tenant NAME`).
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(title="dqbart", version="0.1.0", description=DESCRIPTION)
+    app.state.settings = settings
+    app.state.sessions = session_factory(settings)
+    app.state.blobs = LocalBlobStore(settings.artifact_dir)
+    app.state.metrics = ApiMetrics()
+    install_error_handlers(app)
+    app.middleware("http")(app.state.metrics.middleware)
+    for module in (health, models, datasets):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,43 @@
+"""Prometheus metrics of the API: requests, latencies, and jobs by status (read at scrape time)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from store.models import JOB_STATUSES, Job
+
+_Next = Callable[[Request], Awaitable[Response]]
+
+
+class ApiMetrics:
+    """One registry per app, so that several apps (tests) in one process do not collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("dqbart_http_requests", "HTTP requests answered",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("dqbart_http_request_seconds", "Time to answer (to the first body byte)",
+                                 ["method", "route"], registry=self.registry)
+        self.jobs = Gauge("dqbart_jobs", "Jobs by status, all tenants", ["status"], registry=self.registry)
+
+    async def middleware(self, request: Request, call_next: _Next) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        # The route template, never the raw path: ids in paths would explode the label set.
+        label = getattr(route, "path", "unmatched")
+        self.latency.labels(request.method, label).observe(time.perf_counter() - started)
+        self.requests.labels(request.method, label, str(response.status_code)).inc()
+        return response
+
+    def render(self, session: Session) -> bytes:
+        counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).tuples().all())
+        for status in JOB_STATUSES:
+            self.jobs.labels(status).set(counts.get(status, 0))
+        return generate_latest(self.registry)

@@ -1,0 +1,29 @@
+"""Operational endpoints, without an API key: liveness with a database check, Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from api.deps import SessionDep
+from api.errors import ApiError
+from api.schemas import ErrorResponse, Health
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health", response_model=Health, responses={503: {"model": ErrorResponse}})
+def health(session: SessionDep) -> Health:
+    try:
+        session.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        message = f"the database does not answer: {exc.__class__.__name__}"
+        raise ApiError(503, "database_unavailable", message) from exc
+    return Health(status="ok", database="ok")
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+def metrics(request: Request, session: SessionDep) -> Response:
+    return Response(request.app.state.metrics.render(session), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,63 @@
+"""Models: upload a Hugging Face teacher, list, read, download as one .tar."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
+from api.downloads import blob_download
+from api.errors import not_found
+from api.ingest import ingest_model
+from api.schemas import ERROR_RESPONSES, ErrorResponse, ModelObject, Page, model_object, multipart_body
+from api.uploads import receive_upload
+from store import catalog
+
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERROR_RESPONSES)
+TAR = {"content": {"application/x-tar": {}}}
+
+
+@router.post("", status_code=201, response_model=ModelObject,
+             openapi_extra=multipart_body("a .tar, .tar.gz or .zip of a Hugging Face BART/mBART directory"))
+async def upload_model(request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep,
+                       blobs: BlobsDep) -> ModelObject:
+    upload = await receive_upload(request, tmp_dir=settings.DATA_DIR / "tmp",
+                                  max_bytes=settings.MAX_UPLOAD_BYTES)
+    try:
+        model = await run_in_threadpool(ingest_model, upload, session=session, settings=settings, blobs=blobs,
+                                        tenant=tenant)
+    finally:
+        upload.discard()
+    return model_object(model)
+
+
+@router.get("", response_model=Page[ModelObject])
+def list_models(tenant: TenantDep, session: SessionDep, after: str | None = None,
+                limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Page[ModelObject]:
+    rows, has_more = catalog.list_models(session, tenant_id=tenant.id, after=after, limit=limit)
+    return Page[ModelObject](data=[model_object(r) for r in rows], has_more=has_more)
+
+
+@router.get("/{model_id}", response_model=ModelObject)
+def get_model(model_id: str, tenant: TenantDep, session: SessionDep) -> ModelObject:
+    model = catalog.get_model(session, tenant_id=tenant.id, model_id=model_id)
+    if model is None:
+        raise not_found("model", model_id)
+    return model_object(model)
+
+
+@router.get("/{model_id}/download", response_class=Response,
+            responses={200: TAR, 206: TAR, 416: {"model": ErrorResponse}})
+def download_model(model_id: str, tenant: TenantDep, session: SessionDep, blobs: BlobsDep,
+                   range: Annotated[str | None, Header()] = None,
+                   if_range: Annotated[str | None, Header()] = None,
+                   if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    model = catalog.get_model(session, tenant_id=tenant.id, model_id=model_id)
+    artifact = model and catalog.get_artifact(session, tenant_id=tenant.id, artifact_id=model.artifact_id)
+    if model is None or artifact is None:
+        raise not_found("model", model_id)
+    return blob_download(blobs, key=artifact.path, sha256=artifact.sha256, filename=f"{model.id}.tar",
+                         media_type="application/x-tar", range_header=range, if_range=if_range,
+                         if_none_match=if_none_match)

@@ -1,0 +1,163 @@
+"""Request and response shapes of the REST API (DESIGN.md §5), and their mapping from rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, Field
+
+from store.models import Checkpoint, Dataset, Job, JobEvent, Model
+
+T = TypeVar("T")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 415, 422)
+}
+
+
+def multipart_body(description: str) -> dict[str, Any]:
+    """OpenAPI for an upload body parsed by api/uploads.py: `file` plus an optional `name`."""
+    schema = {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary", "description": description},
+        "name": {"type": "string", "description": "a display name (default: the file name)"},
+    }}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list, newest first; pass the last id as `after` to get the next."""
+
+    data: list[T]
+    has_more: bool
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    database: Literal["ok"]
+
+
+class Layers(BaseModel):
+    encoder: int
+    decoder: int
+
+
+class ModelObject(BaseModel):
+    id: str
+    name: str
+    source: Literal["upload", "compression"]
+    architecture: str
+    layers: Layers
+    parameters: int
+    bytes: int
+    sha256: str
+    task: str | None = None
+    job_id: str | None = None
+    created_at: datetime
+
+
+class DatasetObject(BaseModel):
+    id: str
+    name: str
+    format: Literal["jsonl", "csv"]
+    rows: int
+    columns: list[str]
+    preview: list[dict[str, Any]]
+    bytes: int
+    sha256: str
+    created_at: datetime
+
+
+class Progress(BaseModel):
+    step: int
+    total_steps: int
+    fraction: float = Field(ge=0.0, le=1.0)
+    eta_seconds: float | None = None
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class JobObject(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "user_error"]
+    stage: str | None
+    progress: Progress
+    recipe: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    error: JobError | None
+    metrics: dict[str, Any]
+    result_model: str | None
+
+
+class EventObject(BaseModel):
+    id: int
+    created_at: datetime
+    type: Literal["message", "metrics", "stage"]
+    stage: str | None
+    message: str
+    data: dict[str, Any]
+
+
+class CheckpointObject(BaseModel):
+    id: str
+    step: int
+    bytes: int
+    created_at: datetime
+
+
+def model_object(row: Model) -> ModelObject:
+    return ModelObject.model_validate(row, from_attributes=True)
+
+
+def dataset_object(row: Dataset) -> DatasetObject:
+    return DatasetObject.model_validate(row, from_attributes=True)
+
+
+def event_object(row: JobEvent) -> EventObject:
+    return EventObject.model_validate(row, from_attributes=True)
+
+
+def checkpoint_object(row: Checkpoint) -> CheckpointObject:
+    return CheckpointObject.model_validate(row, from_attributes=True)
+
+
+def _progress(job: Job, now: datetime) -> Progress:
+    step, total = job.progress_step, job.progress_total
+    fraction = 1.0 if job.status == "succeeded" else (min(step / total, 1.0) if total else 0.0)
+    eta = None
+    if job.status == "running" and job.started_at and 0 < step < total:
+        # Steps done in this attempt's wall time; a resumed attempt started from a checkpoint.
+        eta = (now - job.started_at).total_seconds() / step * (total - step)
+    elif job.status == "succeeded":
+        eta = 0.0
+    return Progress(step=step, total_steps=total, fraction=fraction, eta_seconds=eta)
+
+
+def job_object(job: Job, now: datetime) -> JobObject:
+    error = None
+    if job.error_code:
+        error = JobError(code=job.error_code, message=job.error_message or "", param=job.error_param)
+    return JobObject.model_validate({
+        "id": job.id, "status": job.status, "stage": job.stage, "progress": _progress(job, now),
+        "recipe": job.recipe, "created_at": job.created_at, "started_at": job.started_at,
+        "finished_at": job.finished_at, "attempts": job.attempts, "error": error,
+        "metrics": job.metrics or {}, "result_model": job.result_model_id,
+    })
