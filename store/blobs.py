@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO, Protocol
 
 CHUNK = 1024 * 1024
@@ -72,8 +72,8 @@ class LocalBlobStore:
         self.root = Path(root).resolve()
 
     def path_of(self, key: str) -> Path:
-        parts = PurePosixPath(key).parts
-        if not key or "\\" in key or key.startswith("/") or any(p in ("..", ".", "") for p in parts):
+        parts = key.split("/")
+        if "\\" in key or "\0" in key or any(p in ("..", ".", "") for p in parts):
             raise BlobError(f"invalid blob key {key!r}")
         return self.root.joinpath(*parts)
 

@@ -13,11 +13,15 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from store.db import get_engine, upgrade_database
+from store.settings import Settings
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -82,3 +86,21 @@ def scratch_postgres_database(prefix: str = "dqb_test") -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextmanager
+def migrated_database(backend: str, data_dir: Path) -> Iterator[Settings]:
+    """Settings for an upgraded database of the given backend ("sqlite" under data_dir, or
+    "postgresql": a scratch database, dropped afterwards)."""
+    if backend == "sqlite":
+        settings = Settings(DATA_DIR=data_dir)
+        upgrade_database(settings)
+        yield settings
+        return
+    with scratch_postgres_database() as url:
+        settings = Settings(DATA_DIR=data_dir, DATABASE_URL=url)
+        upgrade_database(settings)
+        try:
+            yield settings
+        finally:
+            get_engine(url).dispose()  # the scratch database cannot be dropped while pooled connections live
