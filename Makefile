@@ -18,6 +18,9 @@ setup: $(BIN)/.installed
 run: setup
 	$(BIN)/dqbart serve
 
+demo: setup
+	$(BIN)/python -m demo.run $(DEMO_ARGS)
+
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

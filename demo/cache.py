@@ -1,0 +1,47 @@
+"""The user cache for the demo's trained teacher, so that a second run skips the training."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+CACHE_FORMAT = 1
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "dqbart"
+
+
+def teacher_key(spec: dict[str, Any], data_files: list[Path]) -> str:
+    """A digest of everything that decides the trained teacher: shape, training recipe, data."""
+    digest = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, "spec": spec}, sort_keys=True).encode())
+    for path in data_files:
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+class TeacherCache:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = (root or cache_root()) / "teachers"
+
+    def archive(self, key: str) -> Path:
+        return self.root / key / "teacher.tar"
+
+    def lookup(self, key: str) -> Path | None:
+        path = self.archive(key)
+        return path if path.is_file() else None
+
+    def store(self, key: str, archive: Path, info: dict[str, Any]) -> Path:
+        """Copy the archive in under a temporary name first, so a half-written cache never counts."""
+        dest = self.archive(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_suffix(".partial")
+        shutil.copyfile(archive, partial)
+        (dest.parent / "info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        partial.replace(dest)
+        return dest
