@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +41,48 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-@lru_cache(maxsize=8)
-def get_engine(url: str) -> Engine:
+class _Engines:
     """One engine (and pool) per database URL per process."""
-    return make_engine(url)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._engines: dict[str, Engine] = {}
+        self._factories: dict[str, sessionmaker[Session]] = {}
+
+    def engine(self, url: str) -> Engine:
+        with self._lock:
+            if url not in self._engines:
+                self._engines[url] = make_engine(url)
+                self._factories[url] = sessionmaker(bind=self._engines[url], expire_on_commit=False)
+            return self._engines[url]
+
+    def factory(self, url: str) -> sessionmaker[Session]:
+        self.engine(url)
+        return self._factories[url]
+
+    def forget(self, close: bool) -> None:
+        with self._lock:
+            for engine in self._engines.values():
+                engine.dispose(close=close)
+            self._engines.clear()
+            self._factories.clear()
 
 
-@lru_cache(maxsize=8)
-def _session_factory(url: str) -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+_engines = _Engines()
+
+
+def get_engine(url: str) -> Engine:
+    return _engines.engine(url)
 
 
 def session_factory(settings: Settings | None = None) -> sessionmaker[Session]:
-    return _session_factory((settings or get_settings()).DATABASE_URL)
+    return _engines.factory((settings or get_settings()).DATABASE_URL)
+
+
+def forget_engines(close: bool = False) -> None:
+    """Drop every pool. After a fork, call it with close=False: the child must not use (or close)
+    connections whose sockets it shares with its parent."""
+    _engines.forget(close)
 
 
 @contextmanager
