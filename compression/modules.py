@@ -1,0 +1,224 @@
+"""Fake-quantized layers: they hold quantizer settings and parameters and call quantizers.py.
+
+`QuantLinear` and `QuantEmbedding` subclass the torch layers, share the source's weight tensor
+(`from_linear` / `to_linear`, `from_embedding` / `to_embedding`), and keep its state_dict keys;
+only a learned step adds `*.weight_quantizer.step`. Attention activations (scaled Q, K, V and the
+probabilities before P.V) are quantized by `quantized_eager_attention`, an eager attention
+function registered with transformers' AttentionInterface that finds its quantizers on the
+attention module.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_utils import AttentionInterface
+
+from compression.quantizers import (
+    FULL_PRECISION_BITS,
+    Granularity,
+    QuantizedTensor,
+    fake_quantize,
+    lsq_initial_step,
+    quantize_tensor,
+)
+
+QUANTIZED_ATTENTION = "dqbart_eager"
+
+
+class WeightQuantizer(nn.Module):
+    """Fake quantization of one weight matrix (fixed clip, or a learned step initialised from it)."""
+
+    def __init__(
+        self, weight: torch.Tensor, bits: int, granularity: Granularity, clip_val: float, learned_scale: bool
+    ) -> None:
+        super().__init__()
+        self.bits = bits
+        self.granularity: Granularity = granularity
+        self.clip_val = clip_val
+        self.step: nn.Parameter | None = None
+        if learned_scale:
+            initial = lsq_initial_step(weight.detach(), bits, clip_val, granularity == "per_row")
+            self.step = nn.Parameter(initial if granularity == "per_row" else initial.reshape(()))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return fake_quantize(weight, self.bits, self.granularity, self.clip_val, self.step)
+
+    def quantize_rows(self, rows: torch.Tensor, ids: torch.Tensor, padding_idx: int | None) -> torch.Tensor:
+        """Per-row quantization of looked-up rows: the same values as quantizing the whole matrix."""
+        if self.granularity != "per_row":
+            raise ValueError(f"row lookup needs granularity 'per_row', not {self.granularity!r}")
+        step = None if self.step is None else F.embedding(ids, self.step, padding_idx)
+        return fake_quantize(rows, self.bits, "per_row", self.clip_val, step)
+
+    def quantize(self, weight: torch.Tensor) -> QuantizedTensor:
+        """Integer codes and scale, exactly as the forward pass rounds them."""
+        return quantize_tensor(weight, self.bits, self.granularity, self.clip_val, self.step)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, granularity={self.granularity}, learned={self.step is not None}"
+
+
+class ActivationQuantizer(nn.Module):
+    """Dynamic per-tensor fake quantization of an activation; a learned step starts from the first batch."""
+
+    def __init__(
+        self, bits: int, clip_val: float, learned_scale: bool, device: torch.device | None = None
+    ) -> None:
+        super().__init__()
+        self.bits = bits
+        self.clip_val = clip_val
+        self.step: nn.Parameter | None = None
+        if learned_scale:
+            self.step = nn.Parameter(torch.ones((), device=device))
+            self.register_buffer("initialized", torch.zeros((), dtype=torch.bool, device=device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.step is not None and not bool(self.initialized):
+            with torch.no_grad():
+                self.step.copy_(lsq_initial_step(x, self.bits, self.clip_val, per_row=False).reshape(()))
+                self.initialized.fill_(True)
+        return fake_quantize(x, self.bits, "per_tensor", self.clip_val, self.step)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, clip_val={self.clip_val}, learned={self.step is not None}"
+
+
+def make_activation_quantizer(
+    bits: int, clip_val: float, learned_scale: bool, device: torch.device | None = None
+) -> ActivationQuantizer | None:
+    return None if bits == FULL_PRECISION_BITS else ActivationQuantizer(bits, clip_val, learned_scale, device)
+
+
+class QuantLinear(nn.Linear):
+    """nn.Linear with fake-quantized input activation and weight (bias stays full precision)."""
+
+    weight_quantizer: WeightQuantizer | None
+    activation_quantizer: ActivationQuantizer | None
+
+    @classmethod
+    def from_linear(
+        cls,
+        linear: nn.Linear,
+        weight_bits: int,
+        act_bits: int,
+        granularity: Granularity = "per_tensor",
+        clip_val: float = 2.5,
+        learned_scale: bool = False,
+        weight_quantizer: WeightQuantizer | None = None,
+    ) -> QuantLinear:
+        """Wrap `linear`, sharing its weight and bias; `weight_quantizer` shares one (the tied head's)."""
+        new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+        new.weight = linear.weight
+        new.bias = linear.bias
+        if weight_quantizer is None and weight_bits != FULL_PRECISION_BITS:
+            weight_quantizer = WeightQuantizer(
+                linear.weight, weight_bits, granularity, clip_val, learned_scale
+            )
+        new.weight_quantizer = weight_quantizer
+        new.activation_quantizer = make_activation_quantizer(
+            act_bits, clip_val, learned_scale, linear.weight.device
+        )
+        return new.train(linear.training)
+
+    def to_linear(self) -> nn.Linear:
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
+        linear.weight = self.weight
+        linear.bias = self.bias
+        return linear.train(self.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation_quantizer is not None:
+            x = self.activation_quantizer(x)
+        weight = self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+        return F.linear(x, weight, self.bias)
+
+
+class QuantEmbedding(nn.Embedding):
+    """Token embedding with a per-row fake-quantized weight; keeps the source's embed_scale (BART)."""
+
+    weight_quantizer: WeightQuantizer | None
+
+    @classmethod
+    def from_embedding(
+        cls,
+        embedding: nn.Embedding,
+        bits: int,
+        clip_val: float = 2.5,
+        learned_scale: bool = False,
+        weight_quantizer: WeightQuantizer | None = None,
+    ) -> QuantEmbedding:
+        """Wrap `embedding`, sharing its weight; tied copies pass the first one's `weight_quantizer`."""
+        new = cls(embedding.num_embeddings, embedding.embedding_dim, embedding.padding_idx, device="meta")
+        new.weight = embedding.weight
+        new.embed_scale = getattr(embedding, "embed_scale", 1.0)
+        if weight_quantizer is None and bits != FULL_PRECISION_BITS:
+            weight_quantizer = WeightQuantizer(embedding.weight, bits, "per_row", clip_val, learned_scale)
+        new.weight_quantizer = weight_quantizer
+        # The source module (e.g. BartScaledWordEmbedding) comes back on to_embedding; a plain
+        # attribute, not a child, so it adds no state_dict keys.
+        new.__dict__["source"] = embedding
+        return new.train(embedding.training)
+
+    def to_embedding(self) -> nn.Embedding:
+        source: nn.Embedding = self.__dict__["source"]
+        source.weight = self.weight
+        return source.train(self.training)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = F.embedding(ids, self.weight, self.padding_idx)
+        if self.weight_quantizer is not None:
+            rows = self.weight_quantizer.quantize_rows(rows, ids, self.padding_idx)
+        return rows * self.embed_scale
+
+
+class AttentionQuantizers(nn.Module):
+    """The four activation points inside attention that the paper quantizes."""
+
+    def __init__(
+        self, bits: int, clip_val: float, learned_scale: bool, device: torch.device | None = None
+    ) -> None:
+        super().__init__()
+        self.query = make_activation_quantizer(bits, clip_val, learned_scale, device)
+        self.key = make_activation_quantizer(bits, clip_val, learned_scale, device)
+        self.value = make_activation_quantizer(bits, clip_val, learned_scale, device)
+        self.probs = make_activation_quantizer(bits, clip_val, learned_scale, device)
+
+
+def _maybe(quantizer: ActivationQuantizer | None, x: torch.Tensor) -> torch.Tensor:
+    return x if quantizer is None else quantizer(x)
+
+
+def quantized_eager_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: object,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BART's eager attention with Q (after scaling), K, V and P.V's probabilities fake-quantized.
+
+    Returns the softmax probabilities before dropout and quantization, as the paper's code
+    returns them for the attention loss.
+    """
+    quantizers: AttentionQuantizers = module.attention_quantizers
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    key = _maybe(quantizers.key, key)
+    if quantizers.query is None:  # eager's own order of operations, so that 32 bits is bit-identical
+        scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    else:
+        scores = torch.matmul(quantizers.query(query * scaling), key.transpose(2, 3))
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = F.softmax(scores, dim=-1)
+    dropped = F.dropout(probs, p=dropout, training=module.training)
+    output = torch.matmul(_maybe(quantizers.probs, dropped), _maybe(quantizers.value, value))
+    return output.transpose(1, 2).contiguous(), probs
+
+
+AttentionInterface.register(QUANTIZED_ATTENTION, quantized_eager_attention)

@@ -1,0 +1,219 @@
+"""Quantizer math: pure functions on tensors, and the straight-through autograd Functions.
+
+Three schemes, each split into "codes" (small integers) and a scale, so that the packed artifact
+stores exactly what the fake-quantized forward computes:
+- symmetric (DQ-BART's SymQuantizer): clamp to [-clip, clip], scale = (2^(b-1)-1) / max|x|,
+  codes = round(x * scale), value = codes / scale;
+- ternary (TWN, the paper's 2-bit): delta = 0.7 * mean|w|, alpha = mean of |w| over |w| > delta,
+  codes = sign(w) * [|w| > delta], value = codes * alpha;
+- lsq (learned step size): codes = round(clamp(x / step, -q, q)), value = codes * step.
+
+Granularity: per tensor, or per row (statistics along the last dimension, one scale per row).
+Gradients follow the clipped straight-through estimator of the paper: the input gradient passes
+where |x| < clip and is zero outside; fixed scales get none. LSQ gets the LSQ gradient on its step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+Scheme = Literal["symmetric", "ternary", "lsq"]
+Granularity = Literal["per_tensor", "per_row"]
+
+FULL_PRECISION_BITS = 32
+# Below this a maximum counts as zero: the paper's code divides by it and yields NaN.
+_ZERO_RANGE = 1e-30
+_MIN_STEP = 1e-8
+
+
+def max_level(bits: int) -> int:
+    """Largest code of a symmetric b-bit grid: 127 for 8 bits, 7 for 4, 1 for 2 (ternary)."""
+    return 2 ** (bits - 1) - 1
+
+
+def _reduce_dims(x: torch.Tensor, per_row: bool) -> tuple[int, ...]:
+    return (x.dim() - 1,) if per_row else tuple(range(x.dim()))
+
+
+def symmetric_scale(x: torch.Tensor, bits: int, clip: float, per_row: bool) -> torch.Tensor:
+    """Levels per unit, (2^(b-1)-1) / max|clamp(x)|; 1 where the range is zero (all-zero guard)."""
+    peak = x.detach().abs().amax(dim=_reduce_dims(x, per_row), keepdim=True).clamp(max=clip)
+    nonzero = peak > _ZERO_RANGE
+    return torch.where(nonzero, max_level(bits) / torch.where(nonzero, peak, 1.0), 1.0)
+
+
+def symmetric_codes(x: torch.Tensor, scale: torch.Tensor, clip: float) -> torch.Tensor:
+    return torch.round(x.clamp(-clip, clip) * scale)
+
+
+def ternary_params(w: torch.Tensor, clip: float, per_row: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """TWN threshold delta = 0.7*mean|w| and value alpha = mean(|w| over |w| > delta)."""
+    magnitude = w.detach().clamp(-clip, clip).abs()
+    dims = _reduce_dims(w, per_row)
+    delta = 0.7 * magnitude.mean(dim=dims, keepdim=True)
+    kept = (magnitude > delta).to(w.dtype)
+    count = kept.sum(dim=dims, keepdim=True).clamp(min=1.0)  # all-zero guard: alpha = 0, not 0/0
+    alpha = (magnitude * kept).sum(dim=dims, keepdim=True) / count
+    return delta, alpha
+
+
+def ternary_codes(w: torch.Tensor, delta: torch.Tensor, clip: float) -> torch.Tensor:
+    clipped = w.clamp(-clip, clip)
+    return torch.sign(clipped) * (clipped.abs() > delta).to(w.dtype)
+
+
+def lsq_step(step: torch.Tensor) -> torch.Tensor:
+    """The step actually used: kept positive so that a step driven to zero cannot divide by zero."""
+    return step.clamp(min=_MIN_STEP)
+
+
+def lsq_codes(x: torch.Tensor, step: torch.Tensor, bits: int) -> torch.Tensor:
+    level = max_level(bits)
+    return torch.round((x / step).clamp(-level, level))
+
+
+def lsq_initial_step(x: torch.Tensor, bits: int, clip: float, per_row: bool) -> torch.Tensor:
+    """Start the learned step where the paper's fixed quantizer stands on this data."""
+    if bits == 2:
+        return ternary_params(x, clip, per_row)[1].clamp(min=_MIN_STEP)
+    return 1.0 / symmetric_scale(x, bits, clip, per_row)
+
+
+def dequantize(codes: torch.Tensor, scale: torch.Tensor, scheme: Scheme) -> torch.Tensor:
+    """Codes back to values; the symmetric scheme divides (levels per unit), the others multiply."""
+    codes = codes.to(scale.dtype)
+    return codes / scale if scheme == "symmetric" else codes * scale
+
+
+@dataclass(frozen=True)
+class QuantizedTensor:
+    """Integer codes (int8, same shape as the source) and the fp32 scale that restores them."""
+
+    codes: torch.Tensor
+    scale: torch.Tensor
+    scheme: Scheme
+    bits: int
+    granularity: Granularity
+
+    def values(self) -> torch.Tensor:
+        return dequantize(self.codes, self.scale, self.scheme)
+
+
+def quantize_tensor(
+    x: torch.Tensor, bits: int, granularity: Granularity, clip: float, step: torch.Tensor | None = None
+) -> QuantizedTensor:
+    """Codes and scale of `x` under the scheme its bits select (LSQ when a learned step is given)."""
+    x = x.detach()
+    per_row = granularity == "per_row"
+    if step is not None:
+        used = lsq_step(step.detach())
+        return QuantizedTensor(lsq_codes(x, used, bits).to(torch.int8), used, "lsq", bits, granularity)
+    if bits == 2:
+        delta, alpha = ternary_params(x, clip, per_row)
+        return QuantizedTensor(
+            ternary_codes(x, delta, clip).to(torch.int8), alpha, "ternary", bits, granularity
+        )
+    scale = symmetric_scale(x, bits, clip, per_row)
+    return QuantizedTensor(
+        symmetric_codes(x, scale, clip).to(torch.int8), scale, "symmetric", bits, granularity
+    )
+
+
+class SymmetricFakeQuant(torch.autograd.Function):
+    """Symmetric uniform fake quantization with the clipped straight-through gradient."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, bits: int, clip: float, per_row: bool
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.clip = clip
+        scale = symmetric_scale(x, bits, clip, per_row)
+        return dequantize(symmetric_codes(x, scale, clip), scale, "symmetric")
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        (x,) = ctx.saved_tensors
+        return _clipped_pass(grad, x, ctx.clip), None, None, None
+
+
+class TernaryFakeQuant(torch.autograd.Function):
+    """TWN ternary fake quantization with the clipped straight-through gradient."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, w: torch.Tensor, clip: float, per_row: bool
+    ) -> torch.Tensor:
+        ctx.save_for_backward(w)
+        ctx.clip = clip
+        delta, alpha = ternary_params(w, clip, per_row)
+        return dequantize(ternary_codes(w, delta, clip), alpha, "ternary")
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        (w,) = ctx.saved_tensors
+        return _clipped_pass(grad, w, ctx.clip), None, None
+
+
+class LsqFakeQuant(torch.autograd.Function):
+    """LSQ (Esser et al. 2020): straight-through inside the grid, and a gradient on the step.
+
+    d value / d step = round(x/s) - x/s inside the grid and +-q outside, scaled by
+    1/sqrt(n*q) with n the number of elements sharing one step.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, step: torch.Tensor, bits: int
+    ) -> torch.Tensor:
+        used = lsq_step(step)
+        ctx.save_for_backward(x, used)
+        ctx.bits = bits
+        return dequantize(lsq_codes(x, used, bits), used, "lsq")
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        x, step = ctx.saved_tensors
+        level = max_level(ctx.bits)
+        ratio = x / step
+        inside = ratio.abs() < level
+        step_grad = torch.where(inside, torch.round(ratio) - ratio, torch.sign(ratio) * level) * grad
+        per_step = x.numel() // step.numel()
+        step_grad = _sum_to_shape(step_grad, step.shape) / math.sqrt(per_step * level)
+        return grad * inside.to(grad.dtype), step_grad, None
+
+
+def _clipped_pass(grad: torch.Tensor, x: torch.Tensor, clip: float) -> torch.Tensor:
+    return grad * (x.abs() < clip).to(grad.dtype)
+
+
+def _sum_to_shape(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Sum a broadcast gradient back onto the step's shape (a scalar, or one per row)."""
+    if len(shape) == 0:
+        return t.sum()
+    dims = tuple(i for i, n in enumerate(shape) if n == 1 and t.shape[i] != 1)
+    return t.sum(dim=dims, keepdim=True).reshape(shape)
+
+
+def fake_quantize(
+    x: torch.Tensor, bits: int, granularity: Granularity, clip: float, step: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Quantize-dequantize `x` with the straight-through gradient; bits 32 is the identity."""
+    if bits == FULL_PRECISION_BITS:
+        return x
+    if step is not None:
+        return LsqFakeQuant.apply(x, step, bits)
+    per_row = granularity == "per_row"
+    if bits == 2:
+        return TernaryFakeQuant.apply(x, clip, per_row)
+    return SymmetricFakeQuant.apply(x, bits, clip, per_row)

@@ -1,0 +1,112 @@
+"""Fake-quantized layers: weight sharing, swap in/out, and equality with the quantizer math."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.testing import assert_close
+
+from compression.modules import ActivationQuantizer, QuantEmbedding, QuantLinear, WeightQuantizer
+from compression.quantizers import fake_quantize
+
+SEED = 123
+
+
+def _linear() -> nn.Linear:
+    torch.manual_seed(SEED)
+    return nn.Linear(8, 4)
+
+
+def test_from_linear_shares_the_weight_and_to_linear_gives_it_back() -> None:
+    linear = _linear()
+    quant = QuantLinear.from_linear(linear, 8, 8)
+    back = quant.to_linear()
+    assert quant.weight is linear.weight and quant.bias is linear.bias
+    assert type(back) is nn.Linear and back.weight is linear.weight and back.bias is linear.bias
+
+
+def test_full_precision_quant_linear_equals_the_linear() -> None:
+    linear = _linear()
+    x = torch.randn(3, 8)
+    assert_close(QuantLinear.from_linear(linear, 32, 32)(x), linear(x), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(("bits", "granularity"), [(8, "per_tensor"), (4, "per_row"), (2, "per_row")])
+def test_quant_linear_quantizes_input_and_weight(bits: int, granularity: str) -> None:
+    linear = _linear()
+    x = torch.randn(3, 8)
+    expected = F.linear(
+        fake_quantize(x, 8, "per_tensor", 2.5),
+        fake_quantize(linear.weight, bits, granularity, 2.5),
+        linear.bias,
+    )
+    assert_close(QuantLinear.from_linear(linear, bits, 8, granularity)(x), expected, atol=0, rtol=0)
+
+
+def test_quant_linear_keeps_the_state_dict_keys_without_learned_scale() -> None:
+    linear = _linear()
+    assert list(QuantLinear.from_linear(linear, 4, 8).state_dict()) == list(linear.state_dict())
+
+
+@pytest.mark.parametrize("learned", [False, True])
+@pytest.mark.parametrize("bits", [2, 8])
+def test_embedding_row_lookup_equals_quantizing_the_whole_matrix(bits: int, learned: bool) -> None:
+    torch.manual_seed(SEED)
+    embedding = nn.Embedding(20, 8, padding_idx=1)
+    quant = QuantEmbedding.from_embedding(embedding, bits, learned_scale=learned)
+    ids = torch.tensor([[3, 1, 7, 3], [19, 0, 1, 5]])
+    step = quant.weight_quantizer.step
+    full = F.embedding(ids, fake_quantize(embedding.weight, bits, "per_row", 2.5, step), 1)
+    assert_close(quant(ids), full, atol=0, rtol=0)
+
+
+def test_embedding_row_lookup_gives_the_whole_matrix_gradients() -> None:
+    torch.manual_seed(SEED)
+    embedding = nn.Embedding(20, 8, padding_idx=1)
+    quant = QuantEmbedding.from_embedding(embedding, 4, learned_scale=True)
+    ids, upstream = torch.tensor([[3, 1, 7, 3]]), torch.randn(1, 4, 8)
+    (quant(ids) * upstream).sum().backward()
+    lookup_grads = embedding.weight.grad.clone(), quant.weight_quantizer.step.grad.clone()
+    embedding.weight.grad, quant.weight_quantizer.step.grad = None, None
+    full = fake_quantize(embedding.weight, 4, "per_row", 2.5, quant.weight_quantizer.step)
+    (F.embedding(ids, full, 1) * upstream).sum().backward()
+    assert_close(lookup_grads[0], embedding.weight.grad)
+    assert_close(lookup_grads[1], quant.weight_quantizer.step.grad)
+
+
+def test_embedding_keeps_the_scale_of_a_scaled_embedding() -> None:
+    embedding = nn.Embedding(10, 4)
+    embedding.embed_scale = 2.0
+    ids = torch.tensor([1, 2])
+    assert_close(QuantEmbedding.from_embedding(embedding, 32)(ids), embedding.weight[ids] * 2.0)
+
+
+def test_to_embedding_returns_the_source_module_with_the_shared_weight() -> None:
+    embedding = nn.Embedding(10, 4)
+    quant = QuantEmbedding.from_embedding(embedding, 8)
+    assert quant.to_embedding() is embedding
+    assert embedding.weight is quant.weight
+
+
+def test_learned_activation_step_starts_from_the_first_batch() -> None:
+    quantizer = ActivationQuantizer(8, 2.5, learned_scale=True)
+    x = torch.tensor([0.5, -1.27, 3.0])
+    quantizer(x)
+    assert bool(quantizer.initialized)
+    assert_close(quantizer.step.detach(), torch.tensor(2.5 / 127))
+
+
+def test_learned_weight_step_receives_a_gradient() -> None:
+    linear = _linear()
+    quant = QuantLinear.from_linear(linear, 4, 8, "per_row", learned_scale=True)
+    quant(torch.randn(3, 8)).pow(2).sum().backward()
+    assert quant.weight_quantizer.step.grad is not None and quant.weight_quantizer.step.grad.shape == (4, 1)
+    assert quant.activation_quantizer.step.grad is not None
+
+
+def test_row_lookup_refuses_a_per_tensor_quantizer() -> None:
+    quantizer = WeightQuantizer(torch.randn(4, 4), 8, "per_tensor", 2.5, False)
+    with pytest.raises(ValueError, match="per_row"):
+        quantizer.quantize_rows(torch.randn(2, 4), torch.tensor([0, 1]), None)
