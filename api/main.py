@@ -9,7 +9,8 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.metrics import ApiMetrics
-from api.routes import datasets, health, models
+from api.queue import JobQueue
+from api.routes import datasets, health, jobs, models
 from store.blobs import LocalBlobStore
 from store.db import session_factory
 from store.settings import Settings, get_settings
@@ -28,9 +29,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.sessions = session_factory(settings)
     app.state.blobs = LocalBlobStore(settings.artifact_dir)
+    app.state.queue = JobQueue(settings)
     app.state.metrics = ApiMetrics()
     install_error_handlers(app)
     app.middleware("http")(app.state.metrics.middleware)
-    for module in (health, models, datasets):
+    for module in (health, models, datasets, jobs):
         app.include_router(module.router)
     return app

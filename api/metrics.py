@@ -37,7 +37,8 @@ class ApiMetrics:
         return response
 
     def render(self, session: Session) -> bytes:
-        counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).tuples().all())
+        rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+        counts = {status: count for status, count in rows}
         for status in JOB_STATUSES:
             self.jobs.labels(status).set(counts.get(status, 0))
         return generate_latest(self.registry)

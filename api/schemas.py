@@ -7,7 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
-from store.models import Checkpoint, Dataset, Job, JobEvent, Model
+from store.models import Checkpoint, Dataset, Job, JobEvent, JobMetric, Model
 
 T = TypeVar("T")
 
@@ -116,6 +116,13 @@ class EventObject(BaseModel):
     data: dict[str, Any]
 
 
+class MetricPoint(BaseModel):
+    name: str
+    step: int
+    value: float
+    created_at: datetime
+
+
 class CheckpointObject(BaseModel):
     id: str
     step: int
@@ -133,6 +140,10 @@ def dataset_object(row: Dataset) -> DatasetObject:
 
 def event_object(row: JobEvent) -> EventObject:
     return EventObject.model_validate(row, from_attributes=True)
+
+
+def metric_point(row: JobMetric) -> MetricPoint:
+    return MetricPoint.model_validate(row, from_attributes=True)
 
 
 def checkpoint_object(row: Checkpoint) -> CheckpointObject:
