@@ -1,0 +1,91 @@
+"""A finished run's artifact directory becomes one .tar in the blob store and a models row.
+
+The blob is written first; its rows and the job's success are committed in one transaction, so
+a job is never succeeded without its model, and a model never appears without its blob.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from compression.recipe import Recipe
+from store import jobs
+from store.blobs import BlobStore
+from store.ids import new_id
+from store.models import Artifact, Model
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    architecture: str
+    layers: dict[str, int]
+    parameters: int
+
+
+def write_tar(src_dir: Path, out: Path) -> None:
+    """Pack the files below `src_dir` into a plain tar, in a stable order with fixed metadata, so the
+    same files give the same bytes (and the same sha256)."""
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(p for p in src_dir.rglob("*") if p.is_file()):
+            info = tarfile.TarInfo(path.relative_to(src_dir).as_posix())
+            info.size = path.stat().st_size
+            info.mode = 0o644
+            with open(path, "rb") as f:
+                tar.addfile(info, f)
+
+
+def summarize_artifact(artifact_dir: Path, report: dict[str, Any]) -> ModelSummary:
+    config = json.loads((artifact_dir / "config.json").read_text(encoding="utf-8"))
+    architectures = config.get("architectures") or [config.get("model_type", "unknown")]
+    layers = {"encoder": int(config["encoder_layers"]), "decoder": int(config["decoder_layers"])}
+    return ModelSummary(architecture=str(architectures[0]), layers=layers, parameters=parameter_count(report))
+
+
+def parameter_count(report: dict[str, Any]) -> int:
+    params = report.get("parameters")
+    if isinstance(params, dict):
+        params = params.get("student", params.get("total"))
+    return int(report.get("student_parameters", params or 0))
+
+
+def model_name(recipe: Recipe, teacher_name: str) -> str:
+    q = recipe.quantization
+    return f"{teacher_name}-dq-w{q.weight_bits}e{q.embedding_bits}a{q.activation_bits}"[:200]
+
+
+def store_result(session: Session, *, blobs: BlobStore, job_id: str, tenant_id: str, worker_id: str,
+                 artifact_dir: Path, report: dict[str, Any], name: str, task: str | None,
+                 tar_path: Path) -> str | None:
+    """Store the artifact and finish the job as succeeded; the new model id, or None (and nothing
+    kept) when this worker no longer holds the job."""
+    summary = summarize_artifact(artifact_dir, report)
+    model_id = new_id("mdl")
+    write_tar(artifact_dir, tar_path)
+    blob = blobs.put_file(f"{tenant_id}/models/{model_id}.tar", tar_path)
+    try:
+        artifact = Artifact(id=new_id("art"), tenant_id=tenant_id, kind="compressed_model", path=blob.key,
+                            bytes=blob.bytes, sha256=blob.sha256)
+        session.add(artifact)
+        session.flush()
+        session.add(Model(id=model_id, tenant_id=tenant_id, name=name, source="compression",
+                          architecture=summary.architecture, layers=summary.layers,
+                          parameters=summary.parameters, bytes=blob.bytes, sha256=blob.sha256,
+                          artifact_id=artifact.id, job_id=job_id, task=task))
+        session.flush()
+        if not jobs.finish_job(session, job_id=job_id, worker_id=worker_id, status="succeeded",
+                               result_model_id=model_id, commit=False):
+            session.rollback()
+            blobs.delete(blob.key)
+            return None
+        session.commit()
+    except BaseException:
+        session.rollback()
+        blobs.delete(blob.key)
+        raise
+    return model_id
