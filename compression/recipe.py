@@ -199,8 +199,9 @@ class Recipe(_Strict):
     src_lang: str | None = None  # mBART language codes, translation only
     tgt_lang: str | None = None
     # dq = the method; the others are baselines at the same size (ptq: no training;
-    # qat_only: distillation weights 0; distill_only: 32-bit student)
-    method: Literal["dq", "ptq", "qat_only", "distill_only"] = "dq"
+    # qat_only: distillation weights 0; distill_only: 32-bit student);
+    # finetune: no student, train the teacher alone (pipeline.finetune; the service routes it there)
+    method: Literal["dq", "ptq", "qat_only", "distill_only", "finetune"] = "dq"
     # Fine-tune (or train from scratch) the teacher on the task first; null = use it as given.
     teacher_training: TrainingSpec | None = None
     teacher: TeacherSpec
