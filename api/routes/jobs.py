@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from sqlalchemy.orm import Session
 
-from api.deps import SessionDep, TenantDep
+from api.deps import SessionDep, SettingsDep, TenantDep
 from api.errors import ApiError, not_found
 from api.recipes import validate_job_recipe
 from api.schemas import (
@@ -24,7 +24,8 @@ from api.schemas import (
     metric_point,
 )
 from store import jobs
-from store.models import Job, utcnow
+from store.models import Job, Tenant, utcnow
+from store.settings import Settings
 
 log = logging.getLogger("dqbart.api")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
@@ -49,6 +50,20 @@ def _replay(job: Job, recipe: dict[str, Any], response: Response) -> JobObject:
     return job_object(job, utcnow())
 
 
+def _check_active_limit(session: Session, settings: Settings, tenant: Tenant,
+                        idempotency_key: str | None) -> None:
+    """The tenant's cap on queued + running jobs (a replayed key is not a new job)."""
+    limit = tenant.max_concurrent_jobs
+    if limit is None:
+        limit = settings.MAX_CONCURRENT_JOBS
+    if limit is None or (idempotency_key and jobs.get_job_by_idempotency_key(
+            session, tenant_id=tenant.id, idempotency_key=idempotency_key)):
+        return
+    if jobs.count_active_jobs(session, tenant_id=tenant.id) >= limit:
+        raise ApiError(429, "too_many_active_jobs",
+                       f"{limit} jobs are already queued or running; wait for one to finish or cancel one")
+
+
 def _enqueue(request: Request, session: Session, job_id: str) -> None:
     try:
         request.app.state.queue.send(job_id)
@@ -57,13 +72,15 @@ def _enqueue(request: Request, session: Session, job_id: str) -> None:
         log.exception("could not enqueue %s; it stays queued until it is sent again", job_id)
 
 
-@router.post("", status_code=201, response_model=JobObject, responses={409: ERROR_RESPONSES[400]})
+@router.post("", status_code=201, response_model=JobObject,
+             responses={409: ERROR_RESPONSES[400], 429: ERROR_RESPONSES[400]})
 def create_job(body: Annotated[dict[str, Any], Body(examples=[RECIPE_EXAMPLE])], request: Request,
-               response: Response, tenant: TenantDep, session: SessionDep,
+               response: Response, tenant: TenantDep, session: SessionDep, settings: SettingsDep,
                idempotency_key: IdempotencyKey = None) -> JobObject:
     """Validate the recipe against your uploads, store the job, then queue it (201; a replayed
     Idempotency-Key answers 200 with the first job)."""
     recipe = validate_job_recipe(session, tenant_id=tenant.id, body=body).to_dict()
+    _check_active_limit(session, settings, tenant, idempotency_key)
     job, created = jobs.create_job(session, tenant_id=tenant.id, recipe=recipe,
                                    idempotency_key=idempotency_key)
     if not created:

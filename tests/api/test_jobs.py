@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from store import tenants
+from store.db import session_scope
 from store.settings import Settings
 from tests.api.conftest import Headers, tiny_recipe, upload_dataset, upload_model
 
 Uploads = tuple[str, str]  # (model id, dataset id)
+UploadsFor = Callable[..., tuple[Headers, Uploads]]
 
 
 @pytest.fixture
 def uploads(client: TestClient, auth: Headers, teacher_archive: bytes) -> Uploads:
     return upload_model(client, auth, teacher_archive)["id"], upload_dataset(client, auth)["id"]
+
+
+@pytest.fixture
+def uploads_for(client: TestClient, api_settings: Settings, teacher_archive: bytes) -> UploadsFor:
+    """A new tenant with the given limits, its key's headers, and its uploads."""
+    def make(**limits: int) -> tuple[Headers, Uploads]:
+        with session_scope(api_settings) as session:
+            tenant = tenants.create_tenant(session, name=f"limited-{uuid.uuid4().hex[:8]}", **limits)
+            headers = {"Authorization": f"Bearer {tenants.create_key(session, tenant_id=tenant.id)[1]}"}
+        model = upload_model(client, headers, teacher_archive)["id"]
+        return headers, (model, upload_dataset(client, headers)["id"])
+    return make
 
 
 def queued_job_ids(settings: Settings) -> list[str]:
@@ -136,3 +153,16 @@ def test_models_and_datasets_page_like_jobs(client: TestClient, auth: Headers, t
     assert (first["has_more"], rest["has_more"]) == (True, False)
     model = upload_model(client, auth, teacher_archive)
     assert client.get("/v1/models", headers=auth).json() == {"data": [model], "has_more": False}
+
+
+def test_tenant_over_its_active_job_limit_gets_429_but_replays_pass(client: TestClient,
+                                                                    uploads_for: UploadsFor) -> None:
+    headers, uploads = uploads_for(max_concurrent_jobs=1)
+    keyed = {**headers, "Idempotency-Key": "only"}
+    first = client.post("/v1/jobs", headers=keyed, json=tiny_recipe(*uploads))
+    second = client.post("/v1/jobs", headers=headers, json=tiny_recipe(*uploads))
+    replay = client.post("/v1/jobs", headers=keyed, json=tiny_recipe(*uploads))
+    assert (first.status_code, second.status_code, replay.status_code) == (201, 429, 200)
+    assert second.json()["error"]["code"] == "too_many_active_jobs"
+    client.post(f"/v1/jobs/{first.json()['id']}/cancel", headers=headers)
+    assert client.post("/v1/jobs", headers=headers, json=tiny_recipe(*uploads)).status_code == 201
