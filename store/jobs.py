@@ -58,6 +58,11 @@ def create_job(session: Session, *, tenant_id: str, recipe: dict[str, Any],
     return job, True
 
 
+def get_job_by_idempotency_key(session: Session, *, tenant_id: str, idempotency_key: str) -> Job | None:
+    """The tenant's job created with this key, if any (the API tells replays from new jobs)."""
+    return _by_idempotency_key(session, tenant_id=tenant_id, idempotency_key=idempotency_key)
+
+
 def _by_idempotency_key(session: Session, *, tenant_id: str, idempotency_key: str) -> Job | None:
     query = select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == idempotency_key)
     return session.scalar(query)
