@@ -71,9 +71,15 @@ class DqbartClient:
         self.http.post(f"/v1/jobs/{job_id}/cancel")
 
     def events(self, job_id: str, after: int | None = None) -> list[dict[str, Any]]:
-        params = {"after": after} if after is not None else {}
-        body = self._json(self.http.get(f"/v1/jobs/{job_id}/events", params=params))
-        return list(body["data"] if isinstance(body, dict) else body)
+        """Every event after the id `after` (oldest first), following the cursor pages."""
+        events: list[dict[str, Any]] = []
+        while True:
+            params: dict[str, Any] = {"limit": 1000, **({"after": after} if after is not None else {})}
+            page = self._json(self.http.get(f"/v1/jobs/{job_id}/events", params=params))
+            events += page["data"]
+            if not page["has_more"] or not page["data"]:
+                return events
+            after = page["data"][-1]["id"]
 
     def model(self, model_id: str) -> dict[str, Any]:
         return self._json(self.http.get(f"/v1/models/{model_id}"))

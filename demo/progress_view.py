@@ -37,17 +37,16 @@ def _postfix(job: dict[str, Any]) -> str:
 
 def follow_job(client: DqbartClient, job_id: str, title: str) -> dict[str, Any]:
     """Show the job's progress until it ends; return the final job object."""
-    seen = 0
+    last_event: int | None = None
     bar = tqdm(total=1, desc=title, unit="step", dynamic_ncols=True, leave=True)
     try:
         while True:
             job = client.job(job_id)
-            events = client.events(job_id)
-            for event in events[seen:]:
+            for event in client.events(job_id, after=last_event):
+                last_event = event["id"]
                 line = _describe(event)
                 if line:
                     bar.write(f"  [{title}] {line}")
-            seen = len(events)
             progress = job.get("progress") or {}
             total = int(progress.get("total_steps") or 0)
             if total and bar.total != total:

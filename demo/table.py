@@ -42,7 +42,7 @@ def _fmt(value: float | int | None, spec: str) -> str:
 
 def render(rows: list[Row]) -> str:
     header = ("model", "ROUGE-1", "ROUGE-2", "ROUGE-Lsum", "bytes", "ratio", "ms/doc")
-    lines = [[r.name, _fmt(r.rouge1, ".4f"), _fmt(r.rouge2, ".4f"), _fmt(r.rouge_lsum, ".4f"),
+    lines = [[r.name, _fmt(r.rouge1, ".2f"), _fmt(r.rouge2, ".2f"), _fmt(r.rouge_lsum, ".2f"),
               _fmt(r.bytes, ",d"), _fmt(r.ratio, ".1f") + ("x" if r.ratio else ""), _fmt(r.latency_ms, ".1f")]
              for r in rows]
     widths = [max(len(header[i]), *(len(line[i]) for line in lines)) for i in range(len(header))]

@@ -1,0 +1,69 @@
+"""The demo: its teacher builder, cache, table, and the shortened end-to-end path through the service."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+from demo.cache import TeacherCache, teacher_key
+from demo.plan import QUICK_PLAN
+from demo.table import Row, render
+from demo.teacher import QUICK_SHAPE, build_teacher
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_built_teacher_loads_with_auto_classes_and_its_own_tokenizer(tmp_path: Path) -> None:
+    out = build_teacher(tmp_path / "teacher", QUICK_SHAPE)
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(out))
+    ids = tokenizer("abook is a text-based address book")["input_ids"]
+    assert ids[0] == 0 and ids[-1] == 2 and len(tokenizer) > 500
+    assert model.config.encoder_layers == 6 and model.config.vocab_size == len(tokenizer)
+
+
+def test_teacher_cache_key_changes_with_the_training_plan(tmp_path: Path) -> None:
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"document": "a", "summary": "b"}\n')
+    spec = QUICK_PLAN.teacher_spec()
+    changed = {**spec, "training": {**spec["training"], "max_steps": 99}}
+    assert teacher_key(spec, [data]) == teacher_key(spec, [data])
+    assert teacher_key(spec, [data]) != teacher_key(changed, [data])
+
+
+def test_teacher_cache_returns_what_was_stored(tmp_path: Path) -> None:
+    cache = TeacherCache(tmp_path / "cache")
+    archive = tmp_path / "teacher.tar"
+    archive.write_bytes(b"tar bytes")
+    assert cache.lookup("k1") is None
+    cache.store("k1", archive, {"note": "test"})
+    stored = cache.lookup("k1")
+    assert stored is not None and stored.read_bytes() == b"tar bytes"
+
+
+def test_table_shows_missing_values_as_dashes() -> None:
+    text = render([Row("teacher (fp32)", 30.0, 10.0, 29.5, 15_000_000, 1.0, None),
+                   Row("dq 2-2-8 6-3", 29.0, 9.5, 28.8, 1_000_000, 15.0, 12.3)])
+    assert "15,000,000" in text and "15.0x" in text and " - " in text.splitlines()[2] + " "
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_end_to_end_and_stops_the_service(tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "DQB_DEVICE": "cpu"}
+    done = subprocess.run([sys.executable, "-m", "demo.run", "--quick", "--data-dir", str(tmp_path / "data")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "matches X-Checksum-SHA256" in done.stdout
+    assert "dq 2-2-8 6-3" in done.stdout.split("demo finished")[0].rsplit("model", 1)[-1]
+    assert list((tmp_path / "cache" / "dqbart" / "teachers").glob("*/teacher.tar"))
+    url = re.search(r"service up at (http://\S+)", done.stdout)
+    assert url is not None
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url.group(1)}/health", timeout=2.0)
