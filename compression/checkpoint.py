@@ -41,8 +41,12 @@ class TrainingState:
     best_metrics: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "loader": self.loader.to_dict(), "best_metric": self.best_metric,
-                "best_metrics": self.best_metrics}
+        return {
+            "step": self.step,
+            "loader": self.loader.to_dict(),
+            "best_metric": self.best_metric,
+            "best_metrics": self.best_metrics,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingState:
@@ -61,9 +65,16 @@ def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_checkpoint(directory: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler, state: TrainingState,
-                    best_model: dict[str, torch.Tensor] | None, metadata: dict[str, Any]) -> Path:
+def save_checkpoint(
+    directory: Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    state: TrainingState,
+    best_model: dict[str, torch.Tensor] | None,
+    metadata: dict[str, Any],
+) -> Path:
     """Write everything needed to continue the run exactly; atomic (temp dir, then rename)."""
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
@@ -95,9 +106,13 @@ def read_metadata(directory: Path) -> dict[str, Any]:
     return _read_state(directory)["metadata"]
 
 
-def restore_checkpoint(directory: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                       scheduler: torch.optim.lr_scheduler.LRScheduler
-                       ) -> tuple[TrainingState, dict[str, torch.Tensor] | None]:
+def restore_checkpoint(
+    directory: Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> tuple[TrainingState, dict[str, torch.Tensor] | None]:
     """Load weights, optimizer, scheduler and every RNG; return the loop state and the best weights."""
     directory = Path(directory)
     document = _read_state(directory)
@@ -123,8 +138,10 @@ def _read_state(directory: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{directory} is not a checkpoint (no {STATE_FILE})")
     document = json.loads(path.read_text(encoding="utf-8"))
     if document.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{directory}: checkpoint format {document.get('format_version')}, "
-                         f"this build reads {FORMAT_VERSION}")
+        raise ValueError(
+            f"{directory}: checkpoint format {document.get('format_version')}, "
+            f"this build reads {FORMAT_VERSION}"
+        )
     return document
 
 
@@ -183,8 +200,10 @@ def _torch_rng() -> dict[str, torch.Tensor]:
 def _host_rng() -> dict[str, Any]:
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": [version, list(internal), gauss],
-            "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
 
 
 def _restore_rng(tensors: dict[str, torch.Tensor], host: dict[str, Any]) -> None:
@@ -207,12 +226,24 @@ class Checkpointer:
     metadata: dict[str, Any]
     keep: int = 2
 
-    def save(self, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             scheduler: torch.optim.lr_scheduler.LRScheduler, state: TrainingState,
-             best_model: dict[str, torch.Tensor] | None) -> Path:
-        path = save_checkpoint(Path(self.directory) / f"{self.prefix}-step-{state.step:06d}", model=model,
-                               optimizer=optimizer, scheduler=scheduler, state=state, best_model=best_model,
-                               metadata=self.metadata)
+    def save(
+        self,
+        *,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        state: TrainingState,
+        best_model: dict[str, torch.Tensor] | None,
+    ) -> Path:
+        path = save_checkpoint(
+            Path(self.directory) / f"{self.prefix}-step-{state.step:06d}",
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            state=state,
+            best_model=best_model,
+            metadata=self.metadata,
+        )
         older = sorted(Path(self.directory).glob(f"{self.prefix}-step-*"))[: -self.keep]
         for old in older:
             shutil.rmtree(old, ignore_errors=True)

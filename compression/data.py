@@ -34,8 +34,9 @@ class Splits:
     validation: list[Record]
 
 
-def read_records(path: str | Path, source_field: str, target_field: str, *,
-                 param: str = "dataset.train") -> list[Record]:
+def read_records(
+    path: str | Path, source_field: str, target_field: str, *, param: str = "dataset.train"
+) -> list[Record]:
     """Read (source, target) records from .jsonl/.csv (optionally .gz); `param` names the file in errors."""
     path = Path(path)
     text = _read_text(path, param)
@@ -99,16 +100,21 @@ def _csv_rows(text: str, path: Path, param: str) -> list[tuple[int, dict[str, An
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):
-            raise DatasetError(param, f"{path.name} line {reader.line_num} has {len(row)} fields, "
-                                      f"the header has {len(header)}")
+            raise DatasetError(
+                param,
+                f"{path.name} line {reader.line_num} has {len(row)} fields, the header has {len(header)}",
+            )
         rows.append((reader.line_num, dict(zip(header, row, strict=True))))
     return rows
 
 
 def _field(row: dict[str, Any], name: str, param: str, path: Path, number: int) -> str:
     if name not in row:
-        raise DatasetError(param, f"column '{name}' not found in {path.name} (line {number}); "
-                                  f"columns are: {', '.join(map(str, row))}")
+        raise DatasetError(
+            param,
+            f"column '{name}' not found in {path.name} (line {number}); "
+            f"columns are: {', '.join(map(str, row))}",
+        )
     value = row[name]
     text = "" if value is None else str(value)
     if not text.strip():
@@ -149,12 +155,17 @@ class Example:
     labels: list[int]
 
 
-def tokenize(records: Sequence[Record], tokenizer: PreTrainedTokenizerBase, max_source_length: int,
-             max_target_length: int) -> list[Example]:
+def tokenize(
+    records: Sequence[Record],
+    tokenizer: PreTrainedTokenizerBase,
+    max_source_length: int,
+    max_target_length: int,
+) -> list[Example]:
     """Token ids with truncation; padding is left to `collate` so batches pad only to their longest."""
     sources = tokenizer([r.source for r in records], max_length=max_source_length, truncation=True)
-    targets = tokenizer(text_target=[r.target for r in records], truncation=True,
-                        max_length=max_target_length)
+    targets = tokenizer(
+        text_target=[r.target for r in records], truncation=True, max_length=max_target_length
+    )
     pairs = zip(sources["input_ids"], targets["input_ids"], strict=True)
     return [Example(list(s), list(t)) for s, t in pairs]
 

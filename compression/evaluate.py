@@ -22,22 +22,38 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 @torch.no_grad()
-def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
-             spec: EvaluationSpec, *, max_source_length: int = 1024,
-             forced_bos_token_id: int | None = None) -> list[str]:
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    spec: EvaluationSpec,
+    *,
+    max_source_length: int = 1024,
+    forced_bos_token_id: int | None = None,
+) -> list[str]:
     """Decode `texts` with the recipe's generation settings, in batches of `spec.batch_size`."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     outputs: list[str] = []
     for start in range(0, len(texts), spec.batch_size):
-        inputs = tokenizer(list(texts[start : start + spec.batch_size]), max_length=max_source_length,
-                           truncation=True, padding=True, return_tensors="pt").to(device)
+        inputs = tokenizer(
+            list(texts[start : start + spec.batch_size]),
+            max_length=max_source_length,
+            truncation=True,
+            padding=True,
+            return_tensors="pt",
+        ).to(device)
         ids = model.generate(
-            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-            num_beams=spec.num_beams, max_length=spec.max_length, min_length=spec.min_length,
-            length_penalty=spec.length_penalty, no_repeat_ngram_size=spec.no_repeat_ngram_size,
-            early_stopping=True, forced_bos_token_id=forced_bos_token_id,
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            num_beams=spec.num_beams,
+            max_length=spec.max_length,
+            min_length=spec.min_length,
+            length_penalty=spec.length_penalty,
+            no_repeat_ngram_size=spec.no_repeat_ngram_size,
+            early_stopping=True,
+            forced_bos_token_id=forced_bos_token_id,
         )
         outputs += [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
     model.train(was_training)
@@ -62,18 +78,33 @@ def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, fl
 def bleu_chrf(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """Corpus BLEU and chrF (sacrebleu defaults: 13a tokenizer); already on a 0-100 scale."""
     refs = [list(references)]
-    return {"bleu": sacrebleu.corpus_bleu(list(predictions), refs).score,
-            "chrf": sacrebleu.corpus_chrf(list(predictions), refs).score}
+    return {
+        "bleu": sacrebleu.corpus_bleu(list(predictions), refs).score,
+        "chrf": sacrebleu.corpus_chrf(list(predictions), refs).score,
+    }
 
 
 def score(task: str, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     return rouge(predictions, references) if task == "summarization" else bleu_chrf(predictions, references)
 
 
-def evaluate_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, records: Sequence[Record],
-                   task: str, spec: EvaluationSpec, *, max_source_length: int = 1024,
-                   forced_bos_token_id: int | None = None) -> dict[str, float]:
+def evaluate_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Record],
+    task: str,
+    spec: EvaluationSpec,
+    *,
+    max_source_length: int = 1024,
+    forced_bos_token_id: int | None = None,
+) -> dict[str, float]:
     """Generate for every record's source and score against its target (ROUGE or BLEU/chrF, x100)."""
-    predictions = generate(model, tokenizer, [r.source for r in records], spec,
-                           max_source_length=max_source_length, forced_bos_token_id=forced_bos_token_id)
+    predictions = generate(
+        model,
+        tokenizer,
+        [r.source for r in records],
+        spec,
+        max_source_length=max_source_length,
+        forced_bos_token_id=forced_bos_token_id,
+    )
     return score(task, predictions, [r.target for r in records])

@@ -36,9 +36,15 @@ def task_loss(student_out: Seq2SeqLMOutput) -> LossResult:
     return LossResult(loss, {"task": loss.item(), "total": loss.item()})
 
 
-def distillation_loss(student_out: Seq2SeqLMOutput, teacher_out: Seq2SeqLMOutput,
-                      batch: Mapping[str, torch.Tensor], *, encoder_map: Sequence[int],
-                      decoder_map: Sequence[int], spec: DistillationSpec) -> LossResult:
+def distillation_loss(
+    student_out: Seq2SeqLMOutput,
+    teacher_out: Seq2SeqLMOutput,
+    batch: Mapping[str, torch.Tensor],
+    *,
+    encoder_map: Sequence[int],
+    decoder_map: Sequence[int],
+    spec: DistillationSpec,
+) -> LossResult:
     """w_task*CE + w_logits*MSE(logits) + w_hidden*(attention and hidden-state MSE sums).
 
     `encoder_map[i]` / `decoder_map[i]` is the teacher layer that student layer i learns from.
@@ -48,20 +54,26 @@ def distillation_loss(student_out: Seq2SeqLMOutput, teacher_out: Seq2SeqLMOutput
     dec_mask = (batch["labels"] != LABEL_PAD).float() if spec.mask_padding else None
     terms = {
         "logits": _mse(student_out.logits, teacher_out.logits, _token_mask(dec_mask)),
-        "enc_attn": _attention_sum(student_out.encoder_attentions, teacher_out.encoder_attentions,
-                                   encoder_map, enc_mask, enc_mask),
-        "dec_attn": _attention_sum(student_out.decoder_attentions, teacher_out.decoder_attentions,
-                                   decoder_map, dec_mask, dec_mask),
-        "cross_attn": _attention_sum(student_out.cross_attentions, teacher_out.cross_attentions,
-                                     decoder_map, dec_mask, enc_mask),
-        "enc_hidden": _hidden_sum(student_out.encoder_hidden_states, teacher_out.encoder_hidden_states,
-                                  encoder_map, enc_mask),
-        "dec_hidden": _hidden_sum(student_out.decoder_hidden_states, teacher_out.decoder_hidden_states,
-                                  decoder_map, dec_mask),
+        "enc_attn": _attention_sum(
+            student_out.encoder_attentions, teacher_out.encoder_attentions, encoder_map, enc_mask, enc_mask
+        ),
+        "dec_attn": _attention_sum(
+            student_out.decoder_attentions, teacher_out.decoder_attentions, decoder_map, dec_mask, dec_mask
+        ),
+        "cross_attn": _attention_sum(
+            student_out.cross_attentions, teacher_out.cross_attentions, decoder_map, dec_mask, enc_mask
+        ),
+        "enc_hidden": _hidden_sum(
+            student_out.encoder_hidden_states, teacher_out.encoder_hidden_states, encoder_map, enc_mask
+        ),
+        "dec_hidden": _hidden_sum(
+            student_out.decoder_hidden_states, teacher_out.decoder_hidden_states, decoder_map, dec_mask
+        ),
     }
     if not spec.mask_padding:
-        terms["enc_last"] = _per_example_sum(student_out.encoder_last_hidden_state,
-                                             teacher_out.encoder_last_hidden_state)
+        terms["enc_last"] = _per_example_sum(
+            student_out.encoder_last_hidden_state, teacher_out.encoder_last_hidden_state
+        )
     task = student_out.loss
     hidden = sum((terms[name] for name in HIDDEN_TERMS if name in terms), start=torch.zeros_like(task))
     total = spec.task * task + spec.logits * terms["logits"] + spec.hidden * hidden
@@ -83,8 +95,13 @@ def _token_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
     return None if mask is None else mask[:, :, None]  # [B, T] -> [B, T, 1] for [B, T, D]
 
 
-def _attention_sum(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], layer_map: Sequence[int],
-                   query_mask: torch.Tensor | None, key_mask: torch.Tensor | None) -> torch.Tensor:
+def _attention_sum(
+    student: Sequence[torch.Tensor],
+    teacher: Sequence[torch.Tensor],
+    layer_map: Sequence[int],
+    query_mask: torch.Tensor | None,
+    key_mask: torch.Tensor | None,
+) -> torch.Tensor:
     """Sum over student layers of MSE([B, H, Tq, Tk] probabilities) against the mapped teacher layer."""
     mask = None
     if query_mask is not None and key_mask is not None:
@@ -92,8 +109,12 @@ def _attention_sum(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tens
     return torch.stack([_mse(student[i], teacher[t], mask) for i, t in enumerate(layer_map)]).sum()
 
 
-def _hidden_sum(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], layer_map: Sequence[int],
-                mask: torch.Tensor | None) -> torch.Tensor:
+def _hidden_sum(
+    student: Sequence[torch.Tensor],
+    teacher: Sequence[torch.Tensor],
+    layer_map: Sequence[int],
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
     """Entry 0 is the embedding output (teacher entry 0); entry i is layer i-1's output (teacher m[i-1]+1)."""
     pairs = [(0, 0)] + [(i + 1, t + 1) for i, t in enumerate(layer_map)]
     return torch.stack([_mse(student[s], teacher[t], _token_mask(mask)) for s, t in pairs]).sum()

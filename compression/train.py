@@ -46,10 +46,19 @@ class TrainResult:
     best_metrics: dict[str, float] = field(default_factory=dict)
 
 
-def train(model: PreTrainedModel, loader: ResumableLoader, spec: TrainingSpec, *, stage: Stage,
-          device: torch.device, distiller: Distiller | None = None, validation: Validation | None = None,
-          checkpointer: Checkpointer | None = None, resume_from: Path | None = None,
-          progress: ProgressCallback = no_progress) -> TrainResult:
+def train(
+    model: PreTrainedModel,
+    loader: ResumableLoader,
+    spec: TrainingSpec,
+    *,
+    stage: Stage,
+    device: torch.device,
+    distiller: Distiller | None = None,
+    validation: Validation | None = None,
+    checkpointer: Checkpointer | None = None,
+    resume_from: Path | None = None,
+    progress: ProgressCallback = no_progress,
+) -> TrainResult:
     """Train `model` in place; at the end it holds the best state by `validation.metric` (if any)."""
     total_steps = spec.max_steps or max(1, spec.epochs * len(loader) // spec.grad_accum)
     model.to(device).train()
@@ -59,8 +68,9 @@ def train(model: PreTrainedModel, loader: ResumableLoader, spec: TrainingSpec, *
     scheduler = build_scheduler(optimizer, spec, total_steps)
     state, best_state = TrainingState(loader=loader.position), None
     if resume_from is not None:
-        state, best_state = restore_checkpoint(resume_from, model=model, optimizer=optimizer,
-                                               scheduler=scheduler)
+        state, best_state = restore_checkpoint(
+            resume_from, model=model, optimizer=optimizer, scheduler=scheduler
+        )
         loader.restore(state.loader)
     else:
         seed_everything(spec.seed)
@@ -98,8 +108,9 @@ def train(model: PreTrainedModel, loader: ResumableLoader, spec: TrainingSpec, *
 
         if checkpointer is not None and _due(state.step, spec.checkpoint_every, epoch_done, total_steps):
             state.loader = loader.position
-            path = checkpointer.save(model=model, optimizer=optimizer, scheduler=scheduler, state=state,
-                                     best_model=best_state)
+            path = checkpointer.save(
+                model=model, optimizer=optimizer, scheduler=scheduler, state=state, best_model=best_state
+            )
             event = ProgressEvent("checkpoint", stage, state.step, total_steps, checkpoint=str(path))
             _report(progress, event)
 
@@ -108,17 +119,23 @@ def train(model: PreTrainedModel, loader: ResumableLoader, spec: TrainingSpec, *
     return TrainResult(state.step, state.best_metrics)
 
 
-def compute_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor],
-                 distiller: Distiller | None) -> LossResult:
+def compute_loss(
+    model: PreTrainedModel, batch: dict[str, torch.Tensor], distiller: Distiller | None
+) -> LossResult:
     """The student's CE alone, or CE + distillation from the teacher on the same batch (teacher forcing)."""
     if distiller is None:
         return task_loss(model(**batch))
     internals = {"output_attentions": True, "output_hidden_states": True}
     with torch.no_grad():
         teacher_out = distiller.teacher(**batch, **internals)
-    return distillation_loss(model(**batch, **internals), teacher_out, batch,
-                             encoder_map=distiller.encoder_map, decoder_map=distiller.decoder_map,
-                             spec=distiller.spec)
+    return distillation_loss(
+        model(**batch, **internals),
+        teacher_out,
+        batch,
+        encoder_map=distiller.encoder_map,
+        decoder_map=distiller.decoder_map,
+        spec=distiller.spec,
+    )
 
 
 def build_optimizer(model: torch.nn.Module, spec: TrainingSpec) -> torch.optim.AdamW:
@@ -131,8 +148,9 @@ def build_optimizer(model: torch.nn.Module, spec: TrainingSpec) -> torch.optim.A
     return torch.optim.AdamW(groups, lr=spec.lr, betas=(0.9, 0.999), eps=1e-6)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, spec: TrainingSpec,
-                    total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, spec: TrainingSpec, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup over `warmup_ratio` of the steps, then linear decay to 0."""
     warmup = int(spec.warmup_ratio * total_steps)
 

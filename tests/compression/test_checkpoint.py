@@ -43,8 +43,9 @@ def _setup(seed: int) -> tuple[BartForConditionalGeneration, torch.optim.Optimiz
     return model, optimizer, build_scheduler(optimizer, TrainingSpec(), total_steps=20)
 
 
-def _one_step(model: BartForConditionalGeneration, optimizer: torch.optim.Optimizer,
-              scheduler: object) -> None:
+def _one_step(
+    model: BartForConditionalGeneration, optimizer: torch.optim.Optimizer, scheduler: object
+) -> None:
     batch = {"input_ids": torch.tensor([[0, 5, 6, 2]]), "labels": torch.tensor([[0, 7, 2]])}
     model(**batch).loss.backward()
     optimizer.step()
@@ -52,11 +53,23 @@ def _one_step(model: BartForConditionalGeneration, optimizer: torch.optim.Optimi
     optimizer.zero_grad()
 
 
-def _save(path: Path, model: BartForConditionalGeneration, optimizer: torch.optim.Optimizer,
-          scheduler: object, **kwargs: object) -> Path:
+def _save(
+    path: Path,
+    model: BartForConditionalGeneration,
+    optimizer: torch.optim.Optimizer,
+    scheduler: object,
+    **kwargs: object,
+) -> Path:
     state = TrainingState(step=4, loader=LoaderPosition(1, 2, 9), best_metric=3.5, best_metrics={"bleu": 3.5})
-    return save_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler, state=state,
-                           best_model=kwargs.get("best_model"), metadata={"recipe": {"task": "translation"}})
+    return save_checkpoint(
+        path,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        state=state,
+        best_model=kwargs.get("best_model"),
+        metadata={"recipe": {"task": "translation"}},
+    )
 
 
 def test_restore_gives_back_weights_optimizer_scheduler_and_loop_state(tmp_path: Path) -> None:
@@ -64,11 +77,13 @@ def test_restore_gives_back_weights_optimizer_scheduler_and_loop_state(tmp_path:
     _one_step(model, optimizer, scheduler)
     _save(tmp_path / "ckpt", model, optimizer, scheduler, best_model=snapshot(model))
     fresh, fresh_opt, fresh_sched = _setup(1)
-    state, best = restore_checkpoint(tmp_path / "ckpt", model=fresh, optimizer=fresh_opt,
-                                     scheduler=fresh_sched)
+    state, best = restore_checkpoint(
+        tmp_path / "ckpt", model=fresh, optimizer=fresh_opt, scheduler=fresh_sched
+    )
     torch.testing.assert_close(fresh.state_dict(), model.state_dict(), rtol=0, atol=0)
-    torch.testing.assert_close(fresh_opt.state_dict()["state"], optimizer.state_dict()["state"],
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        fresh_opt.state_dict()["state"], optimizer.state_dict()["state"], rtol=0, atol=0
+    )
     assert fresh_sched.state_dict() == scheduler.state_dict()
     assert state == TrainingState(4, LoaderPosition(1, 2, 9), 3.5, {"bleu": 3.5})
     assert best is not None and best.keys() == model.state_dict().keys()
@@ -112,7 +127,12 @@ def test_checkpointer_keeps_the_newest_and_latest_finds_it(tmp_path: Path) -> No
     model, optimizer, scheduler = _setup(0)
     checkpointer = Checkpointer(tmp_path, "distilling", {}, keep=2)
     for step in (3, 6, 9):
-        checkpointer.save(model=model, optimizer=optimizer, scheduler=scheduler,
-                          state=TrainingState(step=step), best_model=None)
+        checkpointer.save(
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            state=TrainingState(step=step),
+            best_model=None,
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["distilling-step-000006", "distilling-step-000009"]
     assert latest_checkpoint(tmp_path) == tmp_path / "distilling-step-000009"

@@ -50,5 +50,9 @@ def test_evaluate_model_returns_task_metrics(tiny_teacher_dir: Path) -> None:
     records = [Record("a tool for packages", "tool"), Record("a library", "library")]
     spec = EvaluationSpec(num_beams=1, max_length=6)
     assert set(evaluate_model(model, tokenizer, records, "summarization", spec)) == {
-        "rouge1", "rouge2", "rougeL", "rougeLsum"}
+        "rouge1",
+        "rouge2",
+        "rougeL",
+        "rougeLsum",
+    }
     assert set(evaluate_model(model, tokenizer, records, "translation", spec)) == {"bleu", "chrf"}

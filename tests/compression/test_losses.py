@@ -25,8 +25,10 @@ def teacher() -> BartForConditionalGeneration:
 
 
 def _padded_batch() -> dict[str, torch.Tensor]:
-    return collate([Example([0, 5, 6, 7, 8, 2], [0, 9, 10, 2]), Example([0, 11, 2], [0, 12, 13, 14, 15, 2])],
-                   pad_token_id=1)
+    return collate(
+        [Example([0, 5, 6, 7, 8, 2], [0, 9, 10, 2]), Example([0, 11, 2], [0, 12, 13, 14, 15, 2])],
+        pad_token_id=1,
+    )
 
 
 def _run(model: BartForConditionalGeneration, batch: dict[str, torch.Tensor]) -> object:
@@ -43,12 +45,19 @@ def _perturbed(model: BartForConditionalGeneration) -> BartForConditionalGenerat
 
 
 @pytest.mark.parametrize("mask_padding", [True, False])
-def test_every_distillation_term_is_zero_for_an_exact_copy(teacher: BartForConditionalGeneration,
-                                                            mask_padding: bool) -> None:
+def test_every_distillation_term_is_zero_for_an_exact_copy(
+    teacher: BartForConditionalGeneration, mask_padding: bool
+) -> None:
     batch = _padded_batch()
     student = copy.deepcopy(teacher)
-    result = distillation_loss(_run(student, batch), _run(teacher, batch), batch, encoder_map=[0, 1, 2],
-                               decoder_map=[0, 1, 2], spec=DistillationSpec(mask_padding=mask_padding))
+    result = distillation_loss(
+        _run(student, batch),
+        _run(teacher, batch),
+        batch,
+        encoder_map=[0, 1, 2],
+        decoder_map=[0, 1, 2],
+        spec=DistillationSpec(mask_padding=mask_padding),
+    )
     for name in (*DISTILL_TERMS, *(() if mask_padding else ("enc_last",))):
         assert result.components[name] == 0.0, name
 
@@ -66,8 +75,9 @@ def test_mask_changes_the_value_when_there_is_padding(teacher: BartForConditiona
 def test_masked_terms_ignore_extra_padding(teacher: BartForConditionalGeneration) -> None:
     student = _perturbed(teacher)
     alone = collate([Example([0, 11, 2], [0, 12, 2])], pad_token_id=1)
-    padded = collate([Example([0, 11, 2], [0, 12, 2]), Example([0, 5, 6, 7, 8, 9, 2], [0, 9, 10, 11, 2])],
-                     pad_token_id=1)
+    padded = collate(
+        [Example([0, 11, 2], [0, 12, 2]), Example([0, 5, 6, 7, 8, 9, 2], [0, 9, 10, 11, 2])], pad_token_id=1
+    )
     first = {k: v[:1] for k, v in padded.items()}  # the same example, padded to the longer one's width
     maps = {"encoder_map": [0, 1, 2], "decoder_map": [0, 1, 2], "spec": DistillationSpec()}
     short = distillation_loss(_run(student, alone), _run(teacher, alone), alone, **maps)
@@ -79,8 +89,14 @@ def test_masked_terms_ignore_extra_padding(teacher: BartForConditionalGeneration
 def test_total_is_the_weighted_sum_of_components(teacher: BartForConditionalGeneration) -> None:
     batch, student = _padded_batch(), _perturbed(teacher)
     spec = DistillationSpec(task=1.0, logits=0.8, hidden=3.0)
-    result = distillation_loss(_run(student, batch), _run(teacher, batch), batch, encoder_map=[0, 1, 2],
-                               decoder_map=[0, 1, 2], spec=spec)
+    result = distillation_loss(
+        _run(student, batch),
+        _run(teacher, batch),
+        batch,
+        encoder_map=[0, 1, 2],
+        decoder_map=[0, 1, 2],
+        spec=spec,
+    )
     c = result.components
     hidden = sum(c[name] for name in DISTILL_TERMS if name != "logits")
     assert result.total.item() == pytest.approx(c["task"] + 0.8 * c["logits"] + 3.0 * hidden, rel=1e-5)
@@ -91,10 +107,12 @@ def test_mapped_layers_compare_against_the_chosen_teacher(teacher: BartForCondit
     t_out = _run(teacher, batch)
     # A "student" whose outputs are the teacher's own: mapping layer 0 to teacher layer 2 must cost,
     # mapping each layer to itself must not.
-    right = distillation_loss(t_out, t_out, batch, encoder_map=[0, 1, 2], decoder_map=[0, 1, 2],
-                              spec=DistillationSpec())
-    wrong = distillation_loss(t_out, t_out, batch, encoder_map=[2, 1, 2], decoder_map=[0, 1, 2],
-                              spec=DistillationSpec())
+    right = distillation_loss(
+        t_out, t_out, batch, encoder_map=[0, 1, 2], decoder_map=[0, 1, 2], spec=DistillationSpec()
+    )
+    wrong = distillation_loss(
+        t_out, t_out, batch, encoder_map=[2, 1, 2], decoder_map=[0, 1, 2], spec=DistillationSpec()
+    )
     assert right.components["enc_hidden"] == 0.0
     assert wrong.components["enc_hidden"] > 0.0 and wrong.components["enc_attn"] > 0.0
 

@@ -81,8 +81,11 @@ def test_loads_json_text() -> None:
 
 
 def test_round_trip_through_dict_is_lossless() -> None:
-    recipe = Recipe.from_dict(_recipe_dict(student={"encoder_layers": [0, 5], "decoder_layers": 3},
-                                           teacher_training={"max_steps": 7}))
+    recipe = Recipe.from_dict(
+        _recipe_dict(
+            student={"encoder_layers": [0, 5], "decoder_layers": 3}, teacher_training={"max_steps": 7}
+        )
+    )
     assert Recipe.from_dict(recipe.to_dict()).to_dict() == recipe.to_dict()
 
 

@@ -34,8 +34,9 @@ def tokenizer(tiny_teacher_dir: Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(str(tiny_teacher_dir))
 
 
-def _loader(records: list[dict[str, str]], tokenizer: PreTrainedTokenizerBase, n: int, batch_size: int,
-            seed: int = 5) -> ResumableLoader:
+def _loader(
+    records: list[dict[str, str]], tokenizer: PreTrainedTokenizerBase, n: int, batch_size: int, seed: int = 5
+) -> ResumableLoader:
     examples = tokenize([Record(r["document"], r["summary"]) for r in records[:n]], tokenizer, 48, 16)
     return ResumableLoader(examples, batch_size, tokenizer.pad_token_id, seed)
 
@@ -63,26 +64,52 @@ class Recorder:
         return event.kind == "checkpoint" and event.step == self.stop_after_checkpoint
 
 
-def _distill_run(teacher_dir: Path, records: list[dict[str, str]], tokenizer: PreTrainedTokenizerBase,
-                 checkpoint_dir: Path, recorder: Recorder,
-                 resume_from: Path | None = None) -> torch.nn.Module:
+def _distill_run(
+    teacher_dir: Path,
+    records: list[dict[str, str]],
+    tokenizer: PreTrainedTokenizerBase,
+    checkpoint_dir: Path,
+    recorder: Recorder,
+    resume_from: Path | None = None,
+) -> torch.nn.Module:
     teacher, student = _teacher_and_student(teacher_dir)
-    spec = TrainingSpec(max_steps=6, lr=1e-3, batch_size=4, grad_accum=2, warmup_ratio=0.2, log_every=1,
-                        eval_every=2, checkpoint_every=3, seed=3)
+    spec = TrainingSpec(
+        max_steps=6,
+        lr=1e-3,
+        batch_size=4,
+        grad_accum=2,
+        warmup_ratio=0.2,
+        log_every=1,
+        eval_every=2,
+        checkpoint_every=3,
+        seed=3,
+    )
     distiller = Distiller(teacher, [0, 1], [1], DistillationSpec())
     # A deterministic stand-in score that changes with the weights, so "best" moves around.
     validation = Validation(lambda m: {"score": -(m.lm_head.weight.sum().item() % 1.0)}, "score")
     metadata = {"layer_map": {"encoder": [0, 1], "decoder": [1]}}
     checkpointer = Checkpointer(checkpoint_dir, "distilling", metadata)
-    train(student, _loader(records, tokenizer, 24, 4), spec, stage="distilling", device=CPU,
-          distiller=distiller, validation=validation, checkpointer=checkpointer, resume_from=resume_from,
-          progress=recorder)
+    train(
+        student,
+        _loader(records, tokenizer, 24, 4),
+        spec,
+        stage="distilling",
+        device=CPU,
+        distiller=distiller,
+        validation=validation,
+        checkpointer=checkpointer,
+        resume_from=resume_from,
+        progress=recorder,
+    )
     return student
 
 
-def test_resumed_run_matches_an_uninterrupted_run(tiny_teacher_dir: Path,
-                                                  sample_records: list[dict[str, str]],
-                                                  tokenizer: PreTrainedTokenizerBase, tmp_path: Path) -> None:
+def test_resumed_run_matches_an_uninterrupted_run(
+    tiny_teacher_dir: Path,
+    sample_records: list[dict[str, str]],
+    tokenizer: PreTrainedTokenizerBase,
+    tmp_path: Path,
+) -> None:
     straight = Recorder()
     reference = _distill_run(tiny_teacher_dir, sample_records, tokenizer, tmp_path / "a", straight)
 
@@ -90,19 +117,29 @@ def test_resumed_run_matches_an_uninterrupted_run(tiny_teacher_dir: Path,
     with pytest.raises(Cancelled):
         _distill_run(tiny_teacher_dir, sample_records, tokenizer, tmp_path / "b", stopped)
     resumed = Recorder()
-    model = _distill_run(tiny_teacher_dir, sample_records, tokenizer, tmp_path / "b", resumed,
-                         resume_from=tmp_path / "b" / "distilling-step-000003")
+    model = _distill_run(
+        tiny_teacher_dir,
+        sample_records,
+        tokenizer,
+        tmp_path / "b",
+        resumed,
+        resume_from=tmp_path / "b" / "distilling-step-000003",
+    )
 
     assert sorted(stopped.losses) == [1, 2, 3] and sorted(resumed.losses) == [4, 5, 6]
-    torch.testing.assert_close(torch.tensor([*stopped.losses.values(), *resumed.losses.values()]),
-                               torch.tensor([straight.losses[s] for s in range(1, 7)]), rtol=0, atol=0)
+    torch.testing.assert_close(
+        torch.tensor([*stopped.losses.values(), *resumed.losses.values()]),
+        torch.tensor([straight.losses[s] for s in range(1, 7)]),
+        rtol=0,
+        atol=0,
+    )
     for (name, want), got in zip(reference.state_dict().items(), model.state_dict().values(), strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0, msg=name)
 
 
-def test_callback_returning_true_stops_within_one_step(tiny_teacher_dir: Path,
-                                                       sample_records: list[dict[str, str]],
-                                                       tokenizer: PreTrainedTokenizerBase) -> None:
+def test_callback_returning_true_stops_within_one_step(
+    tiny_teacher_dir: Path, sample_records: list[dict[str, str]], tokenizer: PreTrainedTokenizerBase
+) -> None:
     model = AutoModelForSeq2SeqLM.from_pretrained(str(tiny_teacher_dir))
     steps: list[int] = []
 
@@ -111,18 +148,31 @@ def test_callback_returning_true_stops_within_one_step(tiny_teacher_dir: Path,
         return event.step == 2
 
     with pytest.raises(Cancelled, match="step 2 of 50"):
-        train(model, _loader(sample_records, tokenizer, 8, 4), TrainingSpec(max_steps=50), stage="distilling",
-              device=CPU, progress=stop_at_two)
+        train(
+            model,
+            _loader(sample_records, tokenizer, 8, 4),
+            TrainingSpec(max_steps=50),
+            stage="distilling",
+            device=CPU,
+            progress=stop_at_two,
+        )
     assert max(steps) == 2
 
 
-def test_task_loss_falls_on_real_data(tiny_teacher_dir: Path, sample_records: list[dict[str, str]],
-                                      tokenizer: PreTrainedTokenizerBase) -> None:
+def test_task_loss_falls_on_real_data(
+    tiny_teacher_dir: Path, sample_records: list[dict[str, str]], tokenizer: PreTrainedTokenizerBase
+) -> None:
     model = AutoModelForSeq2SeqLM.from_pretrained(str(tiny_teacher_dir))
     recorder = Recorder()
     spec = TrainingSpec(max_steps=30, lr=3e-3, batch_size=8, warmup_ratio=0.1, log_every=1)
-    train(model, _loader(sample_records, tokenizer, 64, 8), spec, stage="finetuning_teacher", device=CPU,
-          progress=recorder)
+    train(
+        model,
+        _loader(sample_records, tokenizer, 64, 8),
+        spec,
+        stage="finetuning_teacher",
+        device=CPU,
+        progress=recorder,
+    )
     losses = [recorder.losses[s] for s in range(1, 31)]
     assert sum(losses[-5:]) / 5 < 0.85 * sum(losses[:5]) / 5
 
