@@ -43,9 +43,9 @@ class ProgressRecorder:
 
     def _record(self, event: ProgressEvent) -> None:
         if event.kind == "stage":
+            # record_event sets the job's stage; step counts belong to the training stages only
             jobs.record_event(self.session, job_id=self.job_id, type="stage", stage=event.stage,
                               message=event.message or event.stage)
-            self._progress(event, force=True)
         elif event.kind == "metrics":
             if event.metrics:
                 jobs.record_metrics(self.session, job_id=self.job_id, step=event.step, metrics=event.metrics)

@@ -55,8 +55,10 @@ def parameter_count(report: dict[str, Any]) -> int:
 
 
 def model_name(recipe: Recipe, teacher_name: str) -> str:
+    if recipe.method == "finetune":
+        return f"{teacher_name}-finetuned"[:200]
     q = recipe.quantization
-    return f"{teacher_name}-dq-w{q.weight_bits}e{q.embedding_bits}a{q.activation_bits}"[:200]
+    return f"{teacher_name}-{recipe.method}-w{q.weight_bits}e{q.embedding_bits}a{q.activation_bits}"[:200]
 
 
 def store_result(session: Session, *, blobs: BlobStore, job_id: str, tenant_id: str, worker_id: str,

@@ -58,7 +58,7 @@ class JobPaths:
 
     @classmethod
     def of(cls, settings: Settings, job: ClaimedJob) -> JobPaths:
-        work = settings.work_dir / job.id / f"attempt-{job.attempts}"
+        work = settings.work_dir / job.id
         return cls(work=work, out=work / "artifact", checkpoints=settings.checkpoint_dir / job.id)
 
 
@@ -111,7 +111,7 @@ def _run_claimed(settings: Settings, job: ClaimedJob, worker_id: str) -> str:
 
 def _compress_and_store(settings: Settings, job: ClaimedJob, worker_id: str, paths: JobPaths,
                         recorder: ProgressRecorder) -> str:
-    from compression.pipeline import compress  # the training stack loads only where jobs run
+    from compression.pipeline import compress, finetune  # the training stack loads only where jobs run
 
     if recorder.monitor.should_stop:
         raise Cancelled()
@@ -125,7 +125,8 @@ def _compress_and_store(settings: Settings, job: ClaimedJob, worker_id: str, pat
         name = model_name(recipe, teacher.name if teacher is not None else "model")
     shutil.rmtree(paths.work, ignore_errors=True)
     paths.work.mkdir(parents=True)
-    result = compress(local, paths.out, device=settings.DEVICE, checkpoint_dir=paths.checkpoints,
+    run = finetune if recipe.method == "finetune" else compress
+    result = run(local, paths.out, device=settings.DEVICE, checkpoint_dir=paths.checkpoints,
                       resume_from=resume_from, progress=recorder)
     with session_scope(settings) as session:
         model_id = store_result(session, blobs=blobs, job_id=job.id, tenant_id=job.tenant_id,
