@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from transformers import BartForConditionalGeneration
 
@@ -25,15 +23,6 @@ from compression.data import LoaderPosition
 from compression.recipe import TrainingSpec
 from compression.train import build_optimizer, build_scheduler
 from tests.tiny import tiny_bart_config
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # d_model-32 models run ~10x faster on one thread when the 2 shared cores are busy.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _setup(seed: int) -> tuple[BartForConditionalGeneration, torch.optim.Optimizer, object]:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 import compression
 from compression.checkpoint import latest_checkpoint
@@ -20,15 +18,6 @@ from compression.recipe import EvaluationSpec, Recipe
 from tests.tiny import write_jsonl
 
 ARTIFACT_FILES = {"config.json", "model.safetensors", "quantization.json", "report.json", "tokenizer.json"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # d_model-32 models run ~10x faster on one thread when the 2 shared cores are busy.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
