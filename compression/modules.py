@@ -19,6 +19,9 @@ from compression.quantizers import (
     FULL_PRECISION_BITS,
     Granularity,
     QuantizedTensor,
+    Scheme,
+    codes_at_scale,
+    dequantize,
     fake_quantize,
     lsq_initial_step,
     quantize_tensor,
@@ -41,19 +44,38 @@ class WeightQuantizer(nn.Module):
         if learned_scale:
             initial = lsq_initial_step(weight.detach(), bits, clip_val, granularity == "per_row")
             self.step = nn.Parameter(initial if granularity == "per_row" else initial.reshape(()))
+        # A loaded artifact fixes each grid to its stored scale (see `freeze`).
+        self.frozen_scheme: Scheme | None = None
+        self.register_buffer("frozen_scale", None, persistent=False)
+
+    def freeze(self, scale: torch.Tensor, scheme: Scheme) -> None:
+        """Round onto this stored grid from now on: stored values then come back bit-exact (no gradient)."""
+        self.frozen_scale = scale.detach()
+        self.frozen_scheme = scheme
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.frozen_scheme is not None:
+            return self.quantize(weight).values().to(weight.dtype)
         return fake_quantize(weight, self.bits, self.granularity, self.clip_val, self.step)
 
     def quantize_rows(self, rows: torch.Tensor, ids: torch.Tensor, padding_idx: int | None) -> torch.Tensor:
         """Per-row quantization of looked-up rows: the same values as quantizing the whole matrix."""
         if self.granularity != "per_row":
             raise ValueError(f"row lookup needs granularity 'per_row', not {self.granularity!r}")
+        if self.frozen_scheme is not None:
+            scale = F.embedding(ids, self.frozen_scale)
+            codes = codes_at_scale(rows.detach(), scale, self.frozen_scheme, self.bits)
+            return dequantize(codes, scale, self.frozen_scheme).to(rows.dtype)
         step = None if self.step is None else F.embedding(ids, self.step, padding_idx)
         return fake_quantize(rows, self.bits, "per_row", self.clip_val, step)
 
     def quantize(self, weight: torch.Tensor) -> QuantizedTensor:
         """Integer codes and scale, exactly as the forward pass rounds them."""
+        if self.frozen_scheme is not None:
+            codes = codes_at_scale(weight.detach(), self.frozen_scale, self.frozen_scheme, self.bits)
+            return QuantizedTensor(
+                codes.to(torch.int8), self.frozen_scale, self.frozen_scheme, self.bits, self.granularity
+            )
         return quantize_tensor(weight, self.bits, self.granularity, self.clip_val, self.step)
 
     def extra_repr(self) -> str:

@@ -83,6 +83,13 @@ def lsq_initial_step(x: torch.Tensor, bits: int, clip: float, per_row: bool) -> 
     return 1.0 / symmetric_scale(x, bits, clip, per_row)
 
 
+def codes_at_scale(x: torch.Tensor, scale: torch.Tensor, scheme: Scheme, bits: int) -> torch.Tensor:
+    """Codes of `x` on a given grid; on values already on that grid they are the original codes."""
+    level = max_level(bits)
+    ratio = x * scale if scheme == "symmetric" else x / scale
+    return torch.round(ratio.clamp(-level, level))
+
+
 def dequantize(codes: torch.Tensor, scale: torch.Tensor, scheme: Scheme) -> torch.Tensor:
     """Codes back to values; the symmetric scheme divides (levels per unit), the others multiply."""
     codes = codes.to(scale.dtype)
