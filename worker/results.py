@@ -48,10 +48,8 @@ def summarize_artifact(artifact_dir: Path, report: dict[str, Any]) -> ModelSumma
 
 
 def parameter_count(report: dict[str, Any]) -> int:
-    params = report.get("parameters")
-    if isinstance(params, dict):
-        params = params.get("student", params.get("total"))
-    return int(report.get("student_parameters", params or 0))
+    """compress reports `student_parameters`; finetune reports the teacher's `parameters`."""
+    return int(report.get("student_parameters", report.get("parameters", 0)))
 
 
 def model_name(recipe: Recipe, teacher_name: str) -> str:
