@@ -20,6 +20,14 @@ from compression.progress import ProgressEvent
 
 USER_ERROR = 2
 CANCELLED = 130
+TABLE_ORDER = (
+    "teacher_parameters",
+    "student_parameters",
+    "teacher_bytes",
+    "student_bytes",
+    "theoretical_bytes",
+    "compression_ratio",
+)
 
 
 class ProgressBar:
@@ -107,10 +115,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:
-    from compression import pipeline
     from compression.recipe import load_recipe
 
-    recipe = load_recipe(args.recipe)
+    recipe = load_recipe(args.recipe)  # a bad recipe fails before the training stack loads
+    from compression import pipeline
+
     wants_finetune = args.command == "finetune" or recipe.method == "finetune"
     entry = pipeline.finetune if wants_finetune else pipeline.compress
     bar = ProgressBar()
@@ -179,7 +188,9 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def size_table(report: dict[str, Any]) -> list[str]:
     """The footprint fields of a report as aligned text lines."""
-    rows = [(key, report[key]) for key in report if key.endswith(("_bytes", "_parameters", "_ratio"))]
+    sizes = [key for key in report if key.endswith(("_bytes", "_parameters", "_ratio"))]
+    order = [key for key in TABLE_ORDER if key in sizes] + sorted(set(sizes) - set(TABLE_ORDER))
+    rows = [(key, report[key]) for key in order]
     width = max((len(key) for key, _ in rows), default=0)
     lines = []
     for key, value in rows:

@@ -10,7 +10,9 @@ from transformers import BartForConditionalGeneration
 
 from compression.data import Example, collate
 from compression.losses import distillation_loss, task_loss
-from compression.recipe import DistillationSpec
+from compression.recipe import DistillationSpec, QuantizationSpec, StudentSpec
+from compression.student import build_student
+from compression.swap import quantize_model
 from tests.tiny import tiny_bart_config
 
 DISTILL_TERMS = ("logits", "enc_attn", "dec_attn", "cross_attn", "enc_hidden", "dec_hidden")
@@ -121,3 +123,21 @@ def test_task_loss_is_the_students_cross_entropy(teacher: BartForConditionalGene
     out = _run(teacher, _padded_batch())
     result = task_loss(out)
     assert result.components == {"task": out.loss.item(), "total": out.loss.item()}
+
+
+def test_terms_are_zero_for_a_full_depth_student_quantized_at_32_bits(
+    teacher: BartForConditionalGeneration,
+) -> None:
+    batch = _padded_batch()
+    student, layer_map = build_student(teacher, StudentSpec())
+    quantize_model(student, QuantizationSpec(weight_bits=32, embedding_bits=32, activation_bits=32))
+    student.eval()
+    result = distillation_loss(
+        _run(student, batch),
+        _run(teacher, batch),
+        batch,
+        encoder_map=layer_map.encoder,
+        decoder_map=layer_map.decoder,
+        spec=DistillationSpec(),
+    )
+    assert all(result.components[name] == 0.0 for name in DISTILL_TERMS)

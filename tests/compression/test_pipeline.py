@@ -59,7 +59,11 @@ class Events:
 
     def __call__(self, event: ProgressEvent) -> bool:
         self.events.append(event)
-        return event.kind == "checkpoint" and event.step == self.stop_at_checkpoint
+        return (
+            event.kind == "checkpoint"
+            and event.stage == "distilling"
+            and event.step == self.stop_at_checkpoint
+        )
 
     def stages(self) -> list[str]:
         return [e.stage for e in self.events if e.kind == "stage"]
@@ -151,3 +155,16 @@ def test_missing_dataset_column_fails_before_training(
     with pytest.raises(DatasetError, match="'text' not found"):
         compress(recipe, tmp_path / "out", device="cpu", progress=events)
     assert events.stages() == ["preparing"]
+
+
+def test_resume_after_the_teacher_stage_reuses_the_finetuned_teacher(
+    tiny_teacher_dir: Path, data_files: dict[str, str], tmp_path: Path
+) -> None:
+    recipe = _recipe(tiny_teacher_dir, data_files, teacher_training={"max_steps": 2, "batch_size": 8})
+    with pytest.raises(Cancelled):
+        compress(recipe, tmp_path / "out", device="cpu", progress=Events(stop_at_checkpoint=2))
+    events = Events()
+    resume_from = latest_checkpoint(tmp_path / "out.checkpoints", "distilling")
+    assert resume_from is not None
+    compress(recipe, tmp_path / "out", device="cpu", resume_from=resume_from, progress=events)
+    assert events.stages() == ["preparing", "distilling", "evaluating", "packing"]
