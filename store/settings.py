@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     LOG_LEVEL: str = "INFO"
     MAX_CONCURRENT_JOBS: int | None = None  # per tenant, unless the tenant row says otherwise
     STORAGE_LIMIT_BYTES: int | None = None
+    # Inference (serving/): dynamic batching and the in-memory model cache.
+    SERVING_MAX_BATCH_SIZE: int = 16
+    SERVING_MAX_WAIT_MS: float = 10.0
+    SERVING_MAX_QUEUE: int = 256  # inputs waiting; beyond it requests get 429
+    SERVING_CACHE_BYTES: int = 4 * GIB
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
