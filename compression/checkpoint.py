@@ -127,9 +127,17 @@ def restore_checkpoint(
 
 
 def latest_checkpoint(checkpoint_dir: Path, prefix: str = "") -> Path | None:
-    """The checkpoint with the highest step under `checkpoint_dir` whose name starts with `prefix`."""
+    """The most recently written checkpoint under `checkpoint_dir` whose name starts with `prefix`.
+
+    By write time, not step: a distillation checkpoint at step 20 is newer than the teacher
+    fine-tuning checkpoint at step 100 that preceded it.
+    """
     found = [p for p in Path(checkpoint_dir).glob(f"{prefix}*-step-*") if (p / STATE_FILE).is_file()]
-    return max(found, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
+    return max(
+        found,
+        key=lambda p: ((p / STATE_FILE).stat().st_mtime_ns, int(p.name.rsplit("-", 1)[1])),
+        default=None,
+    )
 
 
 def _read_state(directory: Path) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from compression.evaluate import generate
 from compression.pipeline import compress, finetune
 from compression.progress import ProgressEvent
 from compression.recipe import EvaluationSpec, Recipe
-from tests.tiny import write_jsonl
+from tests.tiny import SAMPLE_DIR, make_tiny_teacher, write_jsonl
 
 ARTIFACT_FILES = {"config.json", "model.safetensors", "quantization.json", "report.json", "tokenizer.json"}
 
@@ -168,3 +168,16 @@ def test_resume_after_the_teacher_stage_reuses_the_finetuned_teacher(
     assert resume_from is not None
     compress(recipe, tmp_path / "out", device="cpu", resume_from=resume_from, progress=events)
     assert events.stages() == ["preparing", "distilling", "evaluating", "packing"]
+
+
+def test_translation_with_an_mbart_teacher_reports_bleu(tmp_path: Path) -> None:
+    teacher_dir = make_tiny_teacher(tmp_path / "mbart", encoder_layers=2, decoder_layers=2, mbart=True)
+    data = {
+        "train": str(SAMPLE_DIR / "en-de-validation.jsonl.gz"),
+        "source_field": "source",
+        "target_field": "target",
+        "validation_fraction": 0.03,
+    }
+    recipe = _recipe(teacher_dir, data, task="translation")
+    result = compress(recipe, tmp_path / "out", device="cpu")
+    assert set(result.best_metrics) == set(result.report["teacher_metrics"]) == {"bleu", "chrf"}

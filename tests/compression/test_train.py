@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from compression.checkpoint import Checkpointer
 from compression.data import Record, ResumableLoader, tokenize
 from compression.errors import Cancelled
 from compression.progress import ProgressEvent
-from compression.recipe import DistillationSpec, TrainingSpec
+from compression.recipe import DistillationSpec, QuantizationSpec, StudentSpec, TrainingSpec
+from compression.student import build_student
+from compression.swap import quantize_model
 from compression.train import Distiller, Validation, build_optimizer, build_scheduler, train
 
 CPU = torch.device("cpu")
@@ -32,10 +34,10 @@ def _loader(
 
 
 def _teacher_and_student(teacher_dir: Path) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A 2-1 student from decoder layer 1, 4-bit with learned steps (so the checkpoint holds them)."""
     teacher = AutoModelForSeq2SeqLM.from_pretrained(str(teacher_dir), attn_implementation="eager")
-    student = copy.deepcopy(teacher)
-    student.model.decoder.layers = student.model.decoder.layers[1:]  # a 2-1 student from decoder layer 1
-    student.config.decoder_layers = 1
+    student, _ = build_student(teacher, StudentSpec(decoder_layers=[1]))
+    quantize_model(student, QuantizationSpec(weight_bits=4, embedding_bits=4, learned_scale=True))
     return teacher, student
 
 
@@ -117,6 +119,8 @@ def test_resumed_run_matches_an_uninterrupted_run(
     )
 
     assert sorted(stopped.losses) == [1, 2, 3] and sorted(resumed.losses) == [4, 5, 6]
+    stored = load_file(str(tmp_path / "b" / "distilling-step-000003" / "model.safetensors"))
+    assert any(name.endswith("weight_quantizer.step") for name in stored)  # learned steps are saved
     torch.testing.assert_close(
         torch.tensor([*stopped.losses.values(), *resumed.losses.values()]),
         torch.tensor([straight.losses[s] for s in range(1, 7)]),
