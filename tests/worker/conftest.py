@@ -42,7 +42,7 @@ class Installation:
             "evaluation": {"num_beams": 1, "max_length": 8, "batch_size": 8},
         }
         for section, values in overrides.items():
-            recipe[section] = {**recipe[section], **values} if isinstance(values, dict) else values
+            recipe[section] = {**recipe.get(section, {}), **values} if isinstance(values, dict) else values
         return recipe
 
     def submit(self, recipe: dict[str, Any]) -> str:

@@ -123,3 +123,21 @@ def test_next_attempt_resumes_from_the_last_checkpoint(installation: Installatio
     assert job.attempts == 2
     resumed = [e.data for e in _events(settings, job_id) if e.data.get("kind") == "resumed"]
     assert resumed and resumed[0]["step"] == 1
+
+
+def test_finetune_recipe_stores_a_full_precision_teacher(installation: Installation) -> None:
+    settings = installation.settings
+    recipe = installation.recipe(method="finetune", teacher_training={"max_steps": 2, "batch_size": 4,
+                                                                      "max_source_length": 32,
+                                                                      "max_target_length": 16})
+    job_id = installation.submit(recipe)
+    assert run_job(job_id, settings=settings) == "succeeded"
+    with session_scope(settings) as session:
+        model = session.get(Model, _job(settings, job_id).result_model_id)
+        assert model is not None and model.name.endswith("-finetuned") and model.parameters > 0
+        key = f"{installation.tenant_id}/models/{model.id}.tar"
+        tar_path = LocalBlobStore(settings.artifact_dir).path_of(key)
+    with tarfile.open(tar_path) as tar:
+        names = set(tar.getnames())
+    assert {"config.json", "model.safetensors", "report.json"} <= names and "quantization.json" not in names
+    assert model.layers == {"encoder": 2, "decoder": 2}
