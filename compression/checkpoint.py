@@ -55,10 +55,10 @@ class TrainingState:
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A CPU copy of the state dict; tied tensors stay tied (one copy, several names)."""
-    copies: dict[int, torch.Tensor] = {}
+    copies: dict[tuple[Any, ...], torch.Tensor] = {}
     state = {}
     for name, tensor in model.state_dict().items():
-        key = tensor.untyped_storage().data_ptr()
+        key = _identity(tensor)
         if key not in copies:
             copies[key] = tensor.detach().to("cpu", copy=True)
         state[name] = copies[key]
@@ -153,13 +153,18 @@ def _read_state(directory: Path) -> dict[str, Any]:
     return document
 
 
+def _identity(tensor: torch.Tensor) -> tuple[Any, ...]:
+    """Same key = the same tensor under another name (tied weights), not merely a shared buffer."""
+    return tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride())
+
+
 def _save_state(state: dict[str, torch.Tensor], path: Path) -> dict[str, str]:
     """safetensors refuses shared storage: store each tensor once, return {alias: stored name}."""
-    stored: dict[int, str] = {}
+    stored: dict[tuple[Any, ...], str] = {}
     unique: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     for name, tensor in state.items():
-        key = tensor.untyped_storage().data_ptr()
+        key = _identity(tensor)
         if key in stored:
             aliases[name] = stored[key]
         else:

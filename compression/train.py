@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +66,7 @@ def train(
         distiller.teacher.to(device).eval().requires_grad_(False)
     optimizer = build_optimizer(model, spec)
     scheduler = build_scheduler(optimizer, spec, total_steps)
-    state, best_state = TrainingState(loader=loader.position), None
+    state, best_state = TrainingState(loader=replace(loader.position)), None
     if resume_from is not None:
         state, best_state = restore_checkpoint(
             resume_from, model=model, optimizer=optimizer, scheduler=scheduler
@@ -107,7 +107,7 @@ def train(
             _report(progress, ProgressEvent("metrics", stage, state.step, total_steps, eval_metrics))
 
         if checkpointer is not None and _due(state.step, spec.checkpoint_every, epoch_done, total_steps):
-            state.loader = loader.position
+            state.loader = replace(loader.position)  # a copy: the loader keeps moving
             path = checkpointer.save(
                 model=model, optimizer=optimizer, scheduler=scheduler, state=state, best_model=best_state
             )
