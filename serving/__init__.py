@@ -1,0 +1,1 @@
+"""Hosted inference from compressed models: a separate ASGI app (see serving.app)."""

@@ -1,0 +1,87 @@
+"""The inference ASGI app: `uvicorn --factory serving.app:create_app` on an inference host.
+
+The main API mounts the same app in embedded mode. Everything the app uses (model cache,
+batcher, metrics registry) is made here, per app, and hangs off `app.state`; the batcher starts
+on the first request, because a mounted app receives no lifespan events. A mounting app should
+call `app.state.serving.close()` on shutdown and serve `app.state.metrics_registry` on /metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from api.errors import install_error_handlers
+from compression.runtime import Form
+from serving import routes
+from serving.batcher import BatchLimits
+from serving.service import InferenceService
+from store.blobs import LocalBlobStore
+from store.db import session_factory
+from store.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, *, registry: CollectorRegistry | None = None,
+               limits: BatchLimits | None = None, cache_budget_bytes: int | None = None,
+               form: Form = "auto") -> FastAPI:
+    settings = settings or get_settings()
+    registry = registry if registry is not None else CollectorRegistry()
+    service = InferenceService(
+        sessions=session_factory(settings),
+        blobs=LocalBlobStore(settings.artifact_dir),
+        cache_root=settings.cache_dir / "serving",
+        limits=limits or BatchLimits(settings.SERVING_MAX_BATCH_SIZE, settings.SERVING_MAX_WAIT_MS,
+                                     settings.SERVING_MAX_QUEUE),
+        cache_budget_bytes=cache_budget_bytes or settings.SERVING_CACHE_BYTES,
+        registry=registry,
+        device=settings.DEVICE,
+        form=form,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()
+
+    app = FastAPI(title="dqbart inference", version="0.1.0", lifespan=lifespan,
+                  description="Summaries and translations from compressed models (Hugging Face schema).")
+    app.state.settings = settings
+    app.state.sessions = service.sessions  # api.deps reads the tenant through these
+    app.state.serving = service
+    app.state.metrics_registry = registry
+    install_error_handlers(app)
+    app.middleware("http")(_observe(service))
+    app.include_router(routes.router)
+    app.add_api_route("/metrics", _metrics(registry), methods=["GET"], include_in_schema=False)
+    app.add_api_route("/health", _health, methods=["GET"], include_in_schema=False)
+    return app
+
+
+def _observe(service: InferenceService) -> Callable[[Request, Callable[[Request], Awaitable[Response]]],
+                                                    Awaitable[Response]]:
+    async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", None)
+        if path and path.startswith(routes.router.prefix):
+            service.metrics.request_duration.labels(path, str(response.status_code)).observe(
+                time.perf_counter() - started)
+        return response
+
+    return middleware
+
+
+def _metrics(registry: CollectorRegistry) -> Callable[[], Response]:
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
+
+
+def _health() -> dict[str, str]:
+    return {"status": "ok"}

@@ -1,0 +1,188 @@
+"""Dynamic batching: concurrent work items with the same key run as one call.
+
+Items wait in a bounded queue. One dispatcher takes the key of the oldest waiting item, waits
+until that key has `max_batch_size` items or the oldest has waited `max_wait_ms`, and runs the
+batch in the inference thread. Batches run one at a time: on a CPU host the cores are shared by
+all models, and items that arrive during a batch simply join the next one. A full queue raises
+`QueueFull`, which the routes answer with 429 and Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+# run_batch(key, items) -> one result per item, in order
+BatchFn = Callable[[Hashable, list[Any]], Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_batch_size: int = 16
+    max_wait_ms: float = 10.0
+    max_queue: int = 256  # items waiting, all keys together
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.max_queue < 1 or self.max_wait_ms < 0:
+            raise ValueError("max_batch_size and max_queue must be >= 1, max_wait_ms >= 0")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Where one item's time went."""
+
+    queue_s: float
+    inference_s: float
+    batch_size: int
+
+
+class QueueFull(Exception):
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"the inference queue is full; retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class _Pending:
+    key: Hashable
+    item: Any
+    future: asyncio.Future[tuple[Any, Timing]]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Batcher(Generic[Item, Result]):
+    """Groups items by key into calls of `run_batch`; see the module docstring."""
+
+    def __init__(self, run_batch: BatchFn, limits: BatchLimits,
+                 on_depth: Callable[[int], None] | None = None,
+                 on_batch: Callable[[int], None] | None = None) -> None:
+        self._run_batch = run_batch
+        self.limits = limits
+        self._on_depth = on_depth or (lambda depth: None)
+        self._on_batch = on_batch or (lambda size: None)
+        self._pending: dict[Hashable, deque[_Pending]] = {}
+        self._depth = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._recent_batch_s = 1.0  # seconds per batch, smoothed; sizes Retry-After
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    async def submit(self, key: Hashable, items: list[Item]) -> list[tuple[Result, Timing]]:
+        """Queue the items (all or none) and wait for their results, in order."""
+        if self._depth + len(items) > self.limits.max_queue:
+            raise QueueFull(self._retry_after_s())
+        wakeup = self._ensure_running()
+        loop = asyncio.get_running_loop()
+        entries = [_Pending(key, item, loop.create_future()) for item in items]
+        self._pending.setdefault(key, deque()).extend(entries)
+        self._set_depth(self._depth + len(entries))
+        wakeup.set()
+        try:
+            return list(await asyncio.gather(*(e.future for e in entries)))
+        except asyncio.CancelledError:
+            self._drop(entries)
+            raise
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _ensure_running(self) -> asyncio.Event:
+        # Started lazily in the serving loop: a mounted app gets no lifespan events, and a
+        # loop that went away (tests) takes its dispatcher with it.
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._loop is not loop:
+            self._loop = loop
+            self._wakeup = asyncio.Event()
+            self._task = loop.create_task(self._dispatch_forever(self._wakeup))
+        return self._wakeup
+
+    def _retry_after_s(self) -> int:
+        batches_ahead = math.ceil(self._depth / self.limits.max_batch_size)
+        return max(1, math.ceil(batches_ahead * self._recent_batch_s))
+
+    def _set_depth(self, depth: int) -> None:
+        self._depth = depth
+        self._on_depth(depth)
+
+    def _drop(self, entries: list[_Pending]) -> None:
+        """Forget items whose caller went away before they ran."""
+        for entry in entries:
+            queue = self._pending.get(entry.key)
+            if queue is not None and entry in queue:
+                queue.remove(entry)
+                self._set_depth(self._depth - 1)
+
+    def _oldest_key(self) -> Hashable | None:
+        heads = [(q[0].enqueued, i, k) for i, (k, q) in enumerate(self._pending.items()) if q]
+        return min(heads)[2] if heads else None
+
+    async def _dispatch_forever(self, wakeup: asyncio.Event) -> None:
+        while True:
+            key = self._oldest_key()
+            if key is None:
+                wakeup.clear()
+                await wakeup.wait()
+                continue
+            await self._gather(key, wakeup)
+            await self._run(self._take(key))
+
+    async def _gather(self, key: Hashable, wakeup: asyncio.Event) -> None:
+        """Wait until the key's batch is full or its oldest item has waited long enough."""
+        queue = self._pending[key]
+        deadline = queue[0].enqueued + self.limits.max_wait_ms / 1000
+        while queue and len(queue) < self.limits.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            wakeup.clear()
+            try:
+                await asyncio.wait_for(wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take(self, key: Hashable) -> list[_Pending]:
+        queue = self._pending.get(key)
+        if not queue:
+            self._pending.pop(key, None)
+            return []
+        batch = [queue.popleft() for _ in range(min(len(queue), self.limits.max_batch_size))]
+        if not queue:
+            del self._pending[key]
+        self._set_depth(self._depth - len(batch))
+        return [entry for entry in batch if not entry.future.done()]
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        if not batch:
+            return
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        key, items = batch[0].key, [entry.item for entry in batch]
+        try:
+            results = await loop.run_in_executor(self._executor, self._run_batch, key, items)
+        except Exception as exc:  # every caller of the batch gets the failure
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(exc)
+            return
+        elapsed = time.perf_counter() - started
+        self._recent_batch_s = 0.8 * self._recent_batch_s + 0.2 * elapsed
+        self._on_batch(len(batch))
+        for entry, result in zip(batch, results, strict=True):
+            if not entry.future.done():
+                entry.future.set_result((result, Timing(started - entry.enqueued, elapsed, len(batch))))

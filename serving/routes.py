@@ -1,0 +1,105 @@
+"""Inference routes: summarize, translate, and what the service knows about a model (/info)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from api.deps import TenantDep
+from api.errors import ApiError, not_found
+from serving.batcher import QueueFull
+from serving.generation import InputTooLong
+from serving.loading import ArtifactCorrupt, LoadedModel
+from serving.schemas import InferenceRequest, SummaryText, TranslationText
+from serving.service import InferenceResult, InferenceService
+
+router = APIRouter(prefix="/v1/models", tags=["inference"])
+
+_OUTPUT_FIELD = {"summarization": "summary_text", "translation": "translation_text"}
+
+
+def _service(request: Request) -> InferenceService:
+    return request.app.state.serving
+
+
+async def _loaded(request: Request, tenant_id: str, model_id: str, task: str | None) -> LoadedModel:
+    service = _service(request)
+    record = await run_in_threadpool(service.find, tenant_id=tenant_id, model_id=model_id)
+    if record is None:
+        raise not_found("model", model_id)
+    if record.source != "compression":
+        raise ApiError(400, "unsupported_model", f"model {model_id!r} is an upload; only compressed models "
+                       "are served", "id")
+    if task is not None and record.task not in (None, task):
+        raise ApiError(400, "unsupported_task", f"model {model_id!r} is a {record.task} model", "id")
+    try:
+        return await service.model(record)
+    except ArtifactCorrupt as exc:
+        raise ApiError(500, "artifact_corrupt", f"model {model_id!r} cannot be served: {exc}") from None
+
+
+def _timing_headers(result: InferenceResult, started: float) -> dict[str, str]:
+    total_ms = (time.perf_counter() - started) * 1000
+    queue_ms, inference_ms = result.queue_s * 1000, result.inference_s * 1000
+    return {
+        "X-Queue-Time-Ms": f"{queue_ms:.1f}",
+        "X-Inference-Time-Ms": f"{inference_ms:.1f}",
+        "X-Total-Time-Ms": f"{total_ms:.1f}",
+        "X-Batch-Size": str(result.batch_size),
+        "Server-Timing": (f"queue;dur={queue_ms:.1f}, inference;dur={inference_ms:.1f}, "
+                          f"total;dur={total_ms:.1f}"),
+    }
+
+
+async def _infer(request: Request, tenant_id: str, model_id: str, body: InferenceRequest,
+                 task: str) -> JSONResponse:
+    started = time.perf_counter()
+    loaded = await _loaded(request, tenant_id, model_id, task)
+    try:
+        result = await _service(request).generate(loaded, body.texts, body.parameters)
+    except InputTooLong as exc:
+        raise ApiError(400, "input_too_long", str(exc), f"inputs.{exc.index}") from None
+    except QueueFull as exc:
+        raise ApiError(429, "rate_limited", str(exc), None, {"Retry-After": str(exc.retry_after_s)}) from None
+    field = _OUTPUT_FIELD[task]
+    content = [{field: output.text} for output in result.outputs]
+    return JSONResponse(content, headers=_timing_headers(result, started))
+
+
+@router.post("/{model_id}/summarize", response_model=list[SummaryText])
+async def summarize(model_id: str, body: InferenceRequest, request: Request,
+                    tenant: TenantDep) -> JSONResponse:
+    """Summaries in the Hugging Face inference schema: `[{"summary_text": ...}]`, one per input."""
+    return await _infer(request, tenant.id, model_id, body, "summarization")
+
+
+@router.post("/{model_id}/translate", response_model=list[TranslationText])
+async def translate(model_id: str, body: InferenceRequest, request: Request,
+                    tenant: TenantDep) -> JSONResponse:
+    """Translations: `[{"translation_text": ...}]`, one per input."""
+    return await _infer(request, tenant.id, model_id, body, "translation")
+
+
+@router.get("/{model_id}/info")
+async def info(model_id: str, request: Request, tenant: TenantDep) -> dict[str, Any]:
+    """How the model is served: the runtime form chosen on load, limits, defaults, batching."""
+    loaded = await _loaded(request, tenant.id, model_id, None)
+    service = _service(request)
+    limits = service.batcher.limits
+    return {
+        "id": model_id,
+        "task": loaded.record.task,
+        "runtime": loaded.runtime.to_dict(),
+        "memory_bytes": loaded.bytes,
+        "load_seconds": round(loaded.load_seconds, 3),
+        "max_source_length": loaded.max_source_length,
+        "generation_defaults": loaded.generation_defaults,
+        "batching": {"max_batch_size": limits.max_batch_size, "max_wait_ms": limits.max_wait_ms,
+                     "max_queue": limits.max_queue, "queue_depth": service.batcher.depth},
+        "cache": {"budget_bytes": service.cache.budget_bytes, "used_bytes": service.cache.used_bytes,
+                  "models": service.cache.keys()},
+    }

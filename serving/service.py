@@ -1,0 +1,90 @@
+"""The inference service one app instance owns: model cache, batcher, metrics, store access."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from sqlalchemy.orm import Session, sessionmaker
+
+from compression.runtime import Form
+from serving.batcher import Batcher, BatchLimits, Timing
+from serving.cache import Loaded, ModelCache
+from serving.generation import Generated, GenerationItem, batch_key, encode, run_batch
+from serving.loading import LoadedModel, ModelRecord, find_model, load_model
+from serving.metrics import ServingMetrics
+from serving.schemas import GenerateParams, GenerationParameters, resolve_params
+from store.blobs import BlobStore
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    outputs: list[Generated]
+    queue_s: float
+    inference_s: float
+    batch_size: int
+
+
+class InferenceService:
+    def __init__(self, *, sessions: sessionmaker[Session], blobs: BlobStore, cache_root: Path,
+                 limits: BatchLimits, cache_budget_bytes: int, registry: CollectorRegistry,
+                 device: str = "auto", form: Form = "auto") -> None:
+        self.sessions = sessions
+        self.blobs = blobs
+        self.cache_root = cache_root
+        self.device = device
+        self.form: Form = form
+        self.metrics = ServingMetrics(registry)
+        self.cache: ModelCache[LoadedModel] = ModelCache(
+            self._load, cache_budget_bytes, on_load=self._loaded, on_evict=self._evicted)
+        self.batcher: Batcher[GenerationItem, Generated] = Batcher(
+            run_batch, limits, on_depth=self.metrics.queue_depth.set,
+            on_batch=self.metrics.batch_size.observe)
+        self._records: dict[str, ModelRecord] = {}
+
+    def find(self, *, tenant_id: str, model_id: str) -> ModelRecord | None:
+        """The tenant's model row (blocking: call it from a worker thread)."""
+        with self.sessions() as session:
+            return find_model(session, tenant_id=tenant_id, model_id=model_id)
+
+    async def model(self, record: ModelRecord) -> LoadedModel:
+        self._records[record.id] = record
+        return await self.cache.get(record.id)
+
+    def resolve(self, loaded: LoadedModel, parameters: GenerationParameters) -> GenerateParams:
+        return resolve_params(parameters, loaded.generation_defaults)
+
+    async def generate(self, loaded: LoadedModel, texts: list[str],
+                       parameters: GenerationParameters) -> InferenceResult:
+        params = self.resolve(loaded, parameters)
+        ids = encode(loaded, texts, parameters.truncates)
+        items = [GenerationItem(loaded, params, seq) for seq in ids]
+        results: list[tuple[Generated, Timing]] = await self.batcher.submit(batch_key(loaded, params), items)
+        outputs = [generated for generated, _ in results]
+        self.metrics.generated_tokens.inc(sum(g.tokens for g in outputs))
+        timings = [timing for _, timing in results]
+        return InferenceResult(
+            outputs=outputs,
+            queue_s=max(t.queue_s for t in timings),
+            inference_s=max(t.inference_s for t in timings),
+            batch_size=max(t.batch_size for t in timings),
+        )
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.cache.close()
+
+    def _load(self, model_id: str) -> Loaded[LoadedModel]:
+        loaded = load_model(self._records[model_id], self.blobs, self.cache_root, device=self.device,
+                            form=self.form)
+        return Loaded(loaded, loaded.bytes)
+
+    def _loaded(self, key: str, loaded: Loaded[LoadedModel]) -> None:
+        self.metrics.model_loads.inc()
+        self.metrics.cache_bytes.set(self.cache.used_bytes)
+
+    def _evicted(self, key: str) -> None:
+        self.metrics.model_evictions.inc()
+        self.metrics.cache_bytes.set(self.cache.used_bytes)
+
