@@ -87,9 +87,20 @@ def make_installation(settings: Settings, teacher_dir: Path, records: list[dict[
 
 
 @pytest.fixture
-def fast_settings(tmp_path: Path) -> Iterator[Settings]:
+def backend() -> str:
+    """The database of a test; parametrize `backend` to run a test on PostgreSQL as well."""
+    return "sqlite"
+
+
+ON_BOTH_DATABASES = pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.services)]
+)
+
+
+@pytest.fixture
+def fast_settings(backend: str, tmp_path: Path) -> Iterator[Settings]:
     """Heartbeats and staleness in fractions of a second, so tests need not wait."""
-    with migrated_database("sqlite", tmp_path / "data") as base:
+    with migrated_database(backend, tmp_path / "data") as base:
         yield base.model_copy(update={"HEARTBEAT_SECONDS": 0.1, "STALE_AFTER_SECONDS": 0.5})
 
 

@@ -16,7 +16,7 @@ from store.blobs import LocalBlobStore, sha256_file
 from store.db import session_scope
 from store.models import Job, JobEvent, JobMetric, Model
 from store.settings import Settings
-from tests.worker.conftest import Installation
+from tests.worker.conftest import ON_BOTH_DATABASES, Installation
 from worker import recorder
 from worker.runner import run_job
 
@@ -64,6 +64,7 @@ def test_job_runs_to_success_with_its_model_stored(installation: Installation) -
     assert not (settings.checkpoint_dir / job_id).exists() and not (settings.work_dir / job_id).exists()
 
 
+@ON_BOTH_DATABASES
 def test_cancel_stops_a_running_job_and_removes_its_files(installation: Installation) -> None:
     settings = installation.settings
     job_id = installation.submit(installation.recipe(training={"max_steps": 100000, "checkpoint_every": 1}))
@@ -80,6 +81,7 @@ def test_cancel_stops_a_running_job_and_removes_its_files(installation: Installa
     assert not (settings.checkpoint_dir / job_id).exists() and not (settings.work_dir / job_id).exists()
 
 
+@ON_BOTH_DATABASES
 def test_dataset_without_the_named_column_ends_as_user_error(installation: Installation) -> None:
     settings = installation.settings
     job_id = installation.submit(installation.recipe(dataset={"source_field": "no_such_column"}))
