@@ -86,7 +86,9 @@ def lsq_initial_step(x: torch.Tensor, bits: int, clip: float, per_row: bool) -> 
 def codes_at_scale(x: torch.Tensor, scale: torch.Tensor, scheme: Scheme, bits: int) -> torch.Tensor:
     """Codes of `x` on a given grid; on values already on that grid they are the original codes."""
     level = max_level(bits)
-    ratio = x * scale if scheme == "symmetric" else x / scale
+    # A zero step is an all-zero row (e.g. the pad embedding at 2 bits): codes 0, not 0/0.
+    step = torch.where(scale == 0, torch.ones_like(scale), scale)
+    ratio = x * scale if scheme == "symmetric" else x / step
     return torch.round(ratio.clamp(-level, level))
 
 
