@@ -105,6 +105,7 @@ def alembic_config(settings: Settings) -> Any:
     config = Config(str(MIGRATIONS_DIR / "alembic.ini"))
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["database_url"] = settings.DATABASE_URL
+    config.attributes["skip_logging_config"] = True  # the host process owns its logging setup
     return config
 
 

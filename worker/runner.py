@@ -46,7 +46,6 @@ class ClaimedJob:
     tenant_id: str
     recipe: dict[str, Any]
     attempts: int
-    last_checkpoint_id: str | None
     cancel_requested: bool
 
 
@@ -78,7 +77,7 @@ def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | N
             log.info("job %s not claimed: finished, or held by a live worker", job_id)
             return None
         job = ClaimedJob(id=row.id, tenant_id=row.tenant_id, recipe=row.recipe, attempts=row.attempts,
-                         last_checkpoint_id=row.last_checkpoint_id, cancel_requested=row.cancel_requested)
+                         cancel_requested=row.cancel_requested)
     log.info("job %s claimed by %s (attempt %d)", job_id, worker_id, job.attempts)
     return _run_claimed(settings, job, worker_id)
 
@@ -127,7 +126,7 @@ def _compress_and_store(settings: Settings, job: ClaimedJob, worker_id: str, pat
     paths.work.mkdir(parents=True)
     run = finetune if recipe.method == "finetune" else compress
     result = run(local, paths.out, device=settings.DEVICE, checkpoint_dir=paths.checkpoints,
-                      resume_from=resume_from, progress=recorder)
+                 resume_from=resume_from, progress=recorder)
     with session_scope(settings) as session:
         model_id = store_result(session, blobs=blobs, job_id=job.id, tenant_id=job.tenant_id,
                                 worker_id=worker_id, artifact_dir=result.artifact_dir, report=result.report,
