@@ -65,9 +65,12 @@ def _check_active_limit(session: Session, settings: Settings, tenant: Tenant,
 
 
 def _enqueue(request: Request, session: Session, job_id: str) -> None:
+    # Mark first and commit, then send: a write on the row after the send could hold its lock
+    # just when the worker claims it (FOR UPDATE SKIP LOCKED on PostgreSQL), and the claim
+    # would skip the job.
+    jobs.mark_enqueued(session, job_id=job_id)
     try:
         request.app.state.queue.send(job_id)
-        jobs.mark_enqueued(session, job_id=job_id)
     except Exception:  # the row is the truth: the workers' reconciler re-sends unclaimed jobs
         log.exception("could not enqueue %s; it stays queued until it is sent again", job_id)
 
