@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import tarfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoTokenizer, BartForConditionalGeneration
 
 from compression.artifact import pack
 from compression.recipe import QuantizationSpec, Recipe, StudentSpec, TeacherSpec
@@ -20,6 +22,9 @@ from store.blobs import LocalBlobStore
 from store.db import session_scope, upgrade_database
 from store.ids import new_id
 from store.settings import Settings
+from tests.tiny import tiny_bart_config
+
+DIVERSE_INIT_STD = 0.2
 
 
 def pack_student(teacher_dir: Path, out_dir: Path, *, bits: int = 8, decoder_layers: int = 1,
@@ -66,6 +71,25 @@ def student_artifact(tiny_teacher_dir: Path, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture(scope="session")
+def diverse_teacher(tiny_teacher_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny teacher whose greedy outputs depend on the input (the default init gives one
+    token whatever the input), so that answers can be told apart."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)
+    config = tiny_bart_config(len(tokenizer))
+    config.init_std = DIVERSE_INIT_STD
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("diverse-teacher")
+    BartForConditionalGeneration(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def diverse_artifact(diverse_teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return pack_student(diverse_teacher, tmp_path_factory.mktemp("diverse-artifact") / "student")
+
+
+@pytest.fixture(scope="session")
 def serving_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     settings = Settings(DATA_DIR=tmp_path_factory.mktemp("serving-data"))
     upgrade_database(settings)
@@ -76,3 +100,12 @@ def serving_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def stored_model(serving_settings: Settings, student_artifact: Path) -> Callable[..., StoredModel]:
     return lambda **kwargs: store_artifact(serving_settings, student_artifact, **kwargs)
 
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models on shared cores: one intra-op thread is much faster than two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Hashable
+
+import pytest
+
+from serving.batcher import Batcher, BatchLimits, QueueFull
+
+
+class Recorder:
+    """A batch function that answers each item with its own transformation and logs each call."""
+
+    def __init__(self, release: threading.Event | None = None) -> None:
+        self.calls: list[tuple[Hashable, list[str]]] = []
+        self.release = release
+
+    def __call__(self, key: Hashable, items: list[str]) -> list[str]:
+        if self.release is not None:
+            self.release.wait(5)
+        self.calls.append((key, list(items)))
+        return [f"{key}:{item.upper()}" for item in items]
+
+
+def test_concurrent_items_share_fewer_calls_and_keep_their_answers() -> None:
+    recorder = Recorder()
+    batcher = Batcher(recorder, BatchLimits(max_batch_size=8, max_wait_ms=50))
+
+    async def scenario() -> list[list[tuple[str, object]]]:
+        return await asyncio.gather(*(batcher.submit("k", [f"text{i}"]) for i in range(8)))
+
+    results = asyncio.run(scenario())
+    batcher.close()
+    assert [r[0][0] for r in results] == [f"k:TEXT{i}" for i in range(8)]
+    assert len(recorder.calls) == 1 and results[0][0][1].batch_size == 8
+
+
+def test_batches_never_exceed_the_max_batch_size() -> None:
+    recorder = Recorder()
+    batcher = Batcher(recorder, BatchLimits(max_batch_size=3, max_wait_ms=50))
+
+    async def scenario() -> None:
+        await asyncio.gather(*(batcher.submit("k", [str(i)]) for i in range(7)))
+
+    asyncio.run(scenario())
+    batcher.close()
+    assert [len(items) for _, items in recorder.calls] == [3, 3, 1]
+
+
+def test_items_with_different_keys_never_share_a_call() -> None:
+    recorder = Recorder()
+    batcher = Batcher(recorder, BatchLimits(max_batch_size=8, max_wait_ms=50))
+
+    async def scenario() -> list[list[tuple[str, object]]]:
+        return await asyncio.gather(*(batcher.submit(f"k{i % 2}", [str(i)]) for i in range(6)))
+
+    results = asyncio.run(scenario())
+    batcher.close()
+    assert sorted(key for key, _ in recorder.calls) == ["k0", "k1"]
+    assert [r[0][0] for r in results] == [f"k{i % 2}:{i}" for i in range(6)]
+
+
+def test_a_full_queue_refuses_with_a_retry_delay() -> None:
+    release = threading.Event()
+    batcher = Batcher(Recorder(release), BatchLimits(max_batch_size=1, max_wait_ms=0, max_queue=2))
+
+    async def scenario() -> None:
+        running = asyncio.ensure_future(batcher.submit("k", ["first"]))
+        await asyncio.sleep(0.05)  # the first item is in the inference thread now
+        waiting = asyncio.ensure_future(batcher.submit("k", ["second", "third"]))
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull) as refused:
+            await batcher.submit("k", ["fourth"])
+        assert refused.value.retry_after_s >= 1
+        release.set()
+        await asyncio.gather(running, waiting)
+
+    asyncio.run(scenario())
+    batcher.close()
+
+
+def test_a_failing_batch_fails_each_of_its_callers() -> None:
+    def broken(key: Hashable, items: list[str]) -> list[str]:
+        raise RuntimeError("kernel exploded")
+
+    batcher = Batcher(broken, BatchLimits(max_batch_size=4, max_wait_ms=20))
+
+    async def scenario() -> list[object]:
+        calls = (batcher.submit("k", [str(i)]) for i in range(3))
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    batcher.close()
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert batcher.depth == 0

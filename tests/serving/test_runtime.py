@@ -1,0 +1,90 @@
+"""compression/runtime.py: the fast forms against the reference path (artifact.load)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from transformers import AutoTokenizer
+
+from compression.artifact import load
+from compression.evaluate import rouge
+from compression.modules import QuantLinear
+from compression.runtime import Int8Linear, model_bytes, optimize_for_inference
+from tests.serving.conftest import pack_student
+from tests.tiny import SAMPLE_DIR
+
+SAMPLE_SIZE = 48
+
+
+@pytest.mark.parametrize("bits,granularity,learned", [(8, "per_tensor", False), (4, "per_row", False),
+                                                      (2, "per_tensor", False), (8, "per_row", True)])
+def test_int8_linear_matches_the_fake_quantized_linear(bits: int, granularity: str, learned: bool) -> None:
+    torch.manual_seed(123)
+    reference = QuantLinear.from_linear(nn.Linear(64, 48), bits, 8, granularity, 2.5, learned).eval()
+    x = torch.randn(3, 5, 64) * 2
+    with torch.no_grad():
+        expected = reference(x)  # also fixes a learned activation step on first use
+        fast = Int8Linear(reference.weight_quantizer.quantize(reference.weight), reference.bias,
+                          reference.activation_quantizer)
+        torch.testing.assert_close(fast(x), reference(x), atol=1e-4, rtol=1e-5)
+    assert torch.equal(expected, reference(x))
+
+
+def _validation_sample() -> tuple[list[str], list[str]]:
+    with gzip.open(SAMPLE_DIR / "validation.jsonl.gz", "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for _, line in zip(range(SAMPLE_SIZE), f, strict=False)]
+    return [r["document"] for r in rows], [r["summary"] for r in rows]
+
+
+def _greedy(model: nn.Module, tokenizer: AutoTokenizer, documents: list[str]) -> list[str]:
+    texts: list[str] = []
+    for start in range(0, len(documents), 16):
+        batch = tokenizer(documents[start:start + 16], return_tensors="pt", padding=True, truncation=True,
+                          max_length=64)
+        with torch.inference_mode():
+            out = model.generate(**batch, num_beams=1, min_new_tokens=8, max_new_tokens=16)
+        texts += tokenizer.batch_decode(out, skip_special_tokens=True)
+    return texts
+
+
+@pytest.mark.parametrize("bits,granularity", [(8, "per_tensor"), (4, "per_row"), (2, "per_tensor")])
+def test_fast_path_agrees_with_the_reference_path(diverse_teacher: Path, tmp_path: Path, bits: int,
+                                                  granularity: str) -> None:
+    artifact = pack_student(diverse_teacher, tmp_path / "student", bits=bits, granularity=granularity)
+    reference, tokenizer = load(artifact)
+    fast, info = optimize_for_inference(load(artifact)[0], device="cpu")
+    documents, summaries = _validation_sample()
+    expected, got = _greedy(reference, tokenizer, documents), _greedy(fast, tokenizer, documents)
+    assert info.form == "int8_dynamic" and info.int8_layers > 0
+    assert len(set(expected)) > SAMPLE_SIZE // 8  # the sample tells inputs apart
+    identical = sum(a == b for a, b in zip(expected, got, strict=True)) / len(expected)
+    assert identical >= 0.95
+    assert abs(rouge(got, summaries)["rougeLsum"] - rouge(expected, summaries)["rougeLsum"]) <= 0.3
+
+
+def test_the_int8_form_holds_less_memory_than_the_reference(student_artifact: Path) -> None:
+    reference = model_bytes(load(student_artifact)[0])
+    fast, _ = optimize_for_inference(load(student_artifact)[0], device="cpu")
+    assert model_bytes(fast) < reference
+
+
+def test_the_reference_form_changes_no_output(student_artifact: Path) -> None:
+    reference, tokenizer = load(student_artifact)
+    frozen, info = optimize_for_inference(load(student_artifact)[0], device="cpu", form="reference")
+    batch = tokenizer(["a library for parsing", "tools"], return_tensors="pt", padding=True)
+    decoder = torch.tensor([[2, 10, 11], [2, 12, 13]])
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(**batch, decoder_input_ids=decoder).logits,
+                                   reference(**batch, decoder_input_ids=decoder).logits, atol=0, rtol=0)
+    assert info.form == "reference" and info.int8_layers == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_auto_form_on_cuda_is_fp16(student_artifact: Path) -> None:
+    model, info = optimize_for_inference(load(student_artifact)[0], device="auto")
+    assert info.form == "fp16" and next(model.parameters()).dtype == torch.float16
