@@ -66,19 +66,28 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def _exit_quietly(signum: int, frame: object) -> NoReturn:
+    raise SystemExit(0)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = get_settings()
     upgrade_database(settings)
     key = _dev_key(settings)
+    # uvicorn re-raises SIGTERM after its graceful shutdown: make that an exit that runs the
+    # `finally` below, so the worker never outlives us.
+    signal.signal(signal.SIGTERM, _exit_quietly)
     # The worker gets the same resolved settings, whatever its working directory.
     env = {**os.environ, "DQB_DATA_DIR": str(settings.DATA_DIR), "DQB_DATABASE_URL": settings.DATABASE_URL}
     worker = subprocess.Popen(worker_command(loglevel=settings.LOG_LEVEL), env=env)
-    shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    print(f"dqbart (embedded): data in {settings.DATA_DIR}, worker pid {worker.pid}")
-    print(f"API:  http://{shown_host}:{args.port}   (docs: http://{shown_host}:{args.port}/docs)")
-    print(f"key:  {key}", flush=True)
     try:
+        shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        print(f"dqbart (embedded): data in {settings.DATA_DIR}, worker pid {worker.pid}")
+        print(f"API:  http://{shown_host}:{args.port}   (docs: http://{shown_host}:{args.port}/docs)")
+        print(f"key:  {key}", flush=True)
         _run_uvicorn(settings, args.host, args.port)
+    except KeyboardInterrupt:
+        pass
     finally:
         _stop(worker)
     return 0
