@@ -33,7 +33,8 @@ class Service:
 
 def _start_worker(installation: Installation, log_path: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "DQB_DATA_DIR": str(installation.settings.DATA_DIR), "DQB_HEARTBEAT_SECONDS": "0.5",
-           "DQB_STALE_AFTER_SECONDS": "10", "DQB_REQUEUE_AFTER_SECONDS": "2", "DQB_RECONCILE_SECONDS": "0.5"}
+           "DQB_STALE_AFTER_SECONDS": "10", "DQB_REQUEUE_AFTER_SECONDS": "2", "DQB_RECONCILE_SECONDS": "0.5",
+           "OMP_NUM_THREADS": "1"}  # a d_model-32 model gains nothing from more threads on shared cores
     with open(log_path, "wb") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "worker.app:celery_app", "worker", "--concurrency=1",
