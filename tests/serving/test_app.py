@@ -1,0 +1,197 @@
+"""The inference app over HTTP (in-process ASGI, no lifespan: as when mounted in the main API)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from serving.app import create_app
+from serving.batcher import BatchLimits
+from serving.generation import GenerationItem, encode, run_batch
+from serving.schemas import GenerationParameters
+from store.blobs import LocalBlobStore
+from store.db import session_scope
+from store.models import Artifact, Model
+from store.settings import Settings
+from tests.serving.conftest import StoredModel, store_artifact
+
+SHORT = {"max_new_tokens": 6, "min_new_tokens": 6, "num_beams": 1}
+TEXTS = ["A library for parsing JSON documents in C.", "Python bindings for the GTK toolkit.",
+         "Fonts for the Tamil script.", "Command line tool to resize images.",
+         "Documentation of the Rust standard library.", "Daemon that watches disk health."]
+
+
+def call(app: FastAPI, scenario: Callable[[httpx.AsyncClient], Coroutine[Any, Any, Any]]) -> Any:
+    async def run() -> Any:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serving") as client:
+            return await scenario(client)
+
+    return asyncio.run(run())
+
+
+def post(client: httpx.AsyncClient, model: StoredModel, inputs: object, route: str = "summarize",
+         **parameters: object) -> Coroutine[Any, Any, httpx.Response]:
+    return client.post(f"/v1/models/{model.id}/{route}", headers=model.headers,
+                       json={"inputs": inputs, "parameters": {**SHORT, **parameters}})
+
+
+def metric(app: FastAPI, name: str) -> float:
+    return app.state.metrics_registry.get_sample_value(name) or 0.0
+
+
+@pytest.fixture
+def app(serving_settings: Settings) -> FastAPI:
+    return create_app(serving_settings)
+
+
+def test_summarize_answers_one_summary_per_input_with_timing_headers(app: FastAPI, stored_model: Any) -> None:
+    model = stored_model()
+    response = call(app, lambda c: post(c, model, ["first text", "second text"]))
+    assert response.status_code == 200, response.text
+    assert [list(item) for item in response.json()] == [["summary_text"], ["summary_text"]]
+    for header in ("X-Queue-Time-Ms", "X-Inference-Time-Ms", "X-Total-Time-Ms", "Server-Timing"):
+        assert header in response.headers
+
+
+def test_translate_answers_translation_text(app: FastAPI, stored_model: Any) -> None:
+    model = stored_model(task="translation")
+    response = call(app, lambda c: post(c, model, "Hello world", route="translate"))
+    assert response.status_code == 200 and list(response.json()[0]) == ["translation_text"]
+
+
+def test_a_model_of_another_task_is_refused(app: FastAPI, stored_model: Any) -> None:
+    model = stored_model(task="summarization")
+    response = call(app, lambda c: post(c, model, "Hello", route="translate"))
+    assert response.status_code == 400 and response.json()["error"]["code"] == "unsupported_task"
+
+
+def test_validation_errors_use_the_service_error_shape(app: FastAPI, stored_model: Any) -> None:
+    model = stored_model()
+    response = call(app, lambda c: post(c, model, "text", num_beams=0))
+    assert response.status_code == 422
+    assert response.json()["error"]["param"] == "parameters.num_beams"
+
+
+def test_a_request_without_a_valid_key_is_refused(app: FastAPI, stored_model: Any) -> None:
+    model = stored_model()
+    stranger = StoredModel(id=model.id, headers={"Authorization": "Bearer dqb_wrong"}, tenant_id="")
+    response = call(app, lambda c: post(c, stranger, "text"))
+    assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_another_tenants_model_reads_as_missing(app: FastAPI, stored_model: Any) -> None:
+    mine, theirs = stored_model(), stored_model()
+    foreign = StoredModel(id=theirs.id, headers=mine.headers, tenant_id=mine.tenant_id)
+    response = call(app, lambda c: post(c, foreign, "text"))
+    assert response.status_code == 404
+
+
+def test_a_too_long_input_is_refused_unless_truncation_is_asked(app: FastAPI, stored_model: Any) -> None:
+    model = stored_model()
+    long_text = "word " * 200  # the packed recipe's max_source_length is 64 tokens
+
+    async def scenario(client: httpx.AsyncClient) -> tuple[httpx.Response, httpx.Response]:
+        refused = await post(client, model, ["short", long_text], truncation=False)
+        cut = await post(client, model, long_text, truncation=True)
+        return refused, cut
+
+    refused, cut = call(app, scenario)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "inputs.1"
+    assert cut.status_code == 200
+
+
+def test_concurrent_requests_share_a_generate_call_and_keep_their_answers(
+        serving_settings: Settings, diverse_artifact: Path) -> None:
+    app = create_app(serving_settings, limits=BatchLimits(max_batch_size=len(TEXTS), max_wait_ms=5000))
+    model = store_artifact(serving_settings, diverse_artifact)
+
+    async def scenario(client: httpx.AsyncClient) -> list[httpx.Response]:
+        return await asyncio.gather(*(post(client, model, text) for text in TEXTS))
+
+    responses = call(app, scenario)
+    assert [r.status_code for r in responses] == [200] * len(TEXTS)
+    assert metric(app, "dqbart_inference_batch_size_count") == 1
+    # The same batch run directly, in reverse order: each answer is its own input's.
+    loaded = app.state.serving.cache.peek(model.id).value
+    params = app.state.serving.resolve(loaded, GenerationParameters(**SHORT))
+    items = [GenerationItem(loaded, params, ids) for ids in encode(loaded, TEXTS, True)]
+    expected = [g.text for g in reversed(run_batch(None, items[::-1]))]
+    assert [r.json()[0]["summary_text"] for r in responses] == expected
+    assert len(set(expected)) > 1
+
+
+def test_a_full_queue_answers_429_with_retry_after(serving_settings: Settings, stored_model: Any) -> None:
+    app = create_app(serving_settings, limits=BatchLimits(max_batch_size=1, max_wait_ms=0, max_queue=1))
+    model = stored_model()
+
+    async def scenario(client: httpx.AsyncClient) -> list[httpx.Response]:
+        await post(client, model, "warm up")  # load the model first
+        return await asyncio.gather(*(post(client, model, text, max_new_tokens=24) for text in TEXTS))
+
+    responses = call(app, scenario)
+    refused = [r for r in responses if r.status_code == 429]
+    assert refused and any(r.status_code == 200 for r in responses)
+    assert int(refused[0].headers["Retry-After"]) >= 1
+    assert refused[0].json()["error"]["code"] == "rate_limited"
+
+
+def test_info_reports_the_runtime_chosen_on_load(app: FastAPI, stored_model: Any) -> None:
+    model = stored_model()
+    response = call(app, lambda c: c.get(f"/v1/models/{model.id}/info", headers=model.headers))
+    assert response.status_code == 200
+    runtime = response.json()["runtime"]
+    assert runtime["form"] == "int8_dynamic" and runtime["int8_layers"] > 0
+
+
+def test_a_corrupted_artifact_is_not_served(app: FastAPI, stored_model: Any,
+                                            serving_settings: Settings) -> None:
+    model = stored_model()
+    with session_scope(serving_settings) as session:
+        artifact = session.get(Artifact, session.get(Model, model.id).artifact_id)
+        path = LocalBlobStore(serving_settings.artifact_dir).path_of(artifact.path)
+    with open(path, "ab") as f:
+        f.write(b"tampered")
+    response = call(app, lambda c: post(c, model, "text"))
+    assert response.status_code == 500 and response.json()["error"]["code"] == "artifact_corrupt"
+
+
+def test_the_cache_budget_evicts_the_least_recent_model(serving_settings: Settings,
+                                                        stored_model: Any) -> None:
+    app = create_app(serving_settings, cache_budget_bytes=1)
+    first, second = stored_model(), stored_model()
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        for model in (first, second):
+            assert (await post(client, model, "text")).status_code == 200
+
+    call(app, scenario)
+    assert app.state.serving.cache.keys() == [second.id]
+    assert metric(app, "dqbart_inference_model_evictions_total") == 1
+
+
+def test_metrics_count_requests_and_generated_tokens(app: FastAPI, stored_model: Any) -> None:
+    model = stored_model()
+
+    async def scenario(client: httpx.AsyncClient) -> httpx.Response:
+        await post(client, model, ["one", "two"])
+        return await client.get("/metrics")
+
+    text = call(app, scenario).text
+    assert 'dqbart_inference_request_duration_seconds_count{route="/v1/models/{model_id}/summarize"' in text
+    assert metric(app, "dqbart_inference_generated_tokens_total") >= 2 * SHORT["min_new_tokens"]
+    assert "dqbart_inference_queue_depth 0.0" in text
+
+
+def test_the_app_works_mounted_in_another_app(serving_settings: Settings, stored_model: Any) -> None:
+    parent = FastAPI()
+    parent.mount("/", create_app(serving_settings))
+    model = stored_model()
+    response = call(parent, lambda c: post(c, model, "text"))
+    assert response.status_code == 200, response.text
