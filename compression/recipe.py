@@ -96,8 +96,9 @@ class StudentSpec(_Strict):
             ("decoder_layers", self.decoder_layers, teacher_decoder_layers),
         ):
             if isinstance(plan, int) and plan > depth:
+                stack = name.split("_")[0]
                 raise RecipeError(
-                    f"student.{name}", f"{plan} layers asked for a teacher with {depth} {name.split('_')[0]} layers"
+                    f"student.{name}", f"{plan} layers asked for a teacher with {depth} {stack} layers"
                 )
             if isinstance(plan, list) and max(plan) >= depth:
                 raise RecipeError(
@@ -162,7 +163,8 @@ class TrainingSpec(_Strict):
 
     @model_validator(mode="after")
     def _positive(self) -> TrainingSpec:
-        for name in ("epochs", "batch_size", "grad_accum", "max_source_length", "max_target_length", "log_every"):
+        counts = ("epochs", "batch_size", "grad_accum", "max_source_length", "max_target_length", "log_every")
+        for name in counts:
             if getattr(self, name) < 1:
                 raise ValueError(f"training.{name} must be >= 1")
         for name in ("max_steps", "eval_every", "checkpoint_every"):

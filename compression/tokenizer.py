@@ -12,9 +12,13 @@ from transformers import PreTrainedTokenizerFast
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
-def train_bart_tokenizer(texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> PreTrainedTokenizerFast:
+def train_bart_tokenizer(
+    texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2
+) -> PreTrainedTokenizerFast:
     bpe = ByteLevelBPETokenizer(add_prefix_space=False)
-    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS)
+    bpe.train_from_iterator(
+        texts, vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS
+    )
     # Building from vocab/merges files gives an almost empty tokenizer in transformers 5
     # (platform-notes §7); wrapping the trained object keeps the whole vocabulary.
     bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
