@@ -5,12 +5,17 @@ Run with `dqbart api` (or `uvicorn --factory api.main:create_app`); OpenAPI live
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.metrics import ApiMetrics
 from api.queue import JobQueue
 from api.routes import datasets, health, jobs, models
+from serving import routes as serving_routes
+from serving.app import create_app as create_serving_app
 from store.blobs import LocalBlobStore
 from store.db import session_factory
 from store.settings import Settings, get_settings
@@ -23,9 +28,24 @@ Upload a teacher (`POST /v1/models`) and a dataset (`POST /v1/datasets`), submit
 """
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    app.state.serving.close()
+
+
+def _include_serving(app: FastAPI, settings: Settings) -> None:
+    """Summaries and translations on the same /v1/models paths: the inference app's routes, with
+    its service (model cache, batcher) and metrics hung on this app."""
+    inference = create_serving_app(settings)
+    app.state.serving = inference.state.serving
+    app.state.metrics.include(inference.state.metrics_registry)
+    app.include_router(serving_routes.router)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="dqbart", version="0.1.0", description=DESCRIPTION)
+    app = FastAPI(title="dqbart", version="0.1.0", description=DESCRIPTION, lifespan=_lifespan)
     app.state.settings = settings
     app.state.sessions = session_factory(settings)
     app.state.blobs = LocalBlobStore(settings.artifact_dir)
@@ -35,4 +55,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.middleware("http")(app.state.metrics.middleware)
     for module in (health, models, datasets, jobs):
         app.include_router(module.router)
+    _include_serving(app, settings)
     return app

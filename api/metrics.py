@@ -25,6 +25,11 @@ class ApiMetrics:
         self.latency = Histogram("dqbart_http_request_seconds", "Time to answer (to the first body byte)",
                                  ["method", "route"], registry=self.registry)
         self.jobs = Gauge("dqbart_jobs", "Jobs by status, all tenants", ["status"], registry=self.registry)
+        self._others: list[CollectorRegistry] = []
+
+    def include(self, registry: CollectorRegistry) -> None:
+        """Serve another part's registry (the inference service's) on the same /metrics."""
+        self._others.append(registry)
 
     async def middleware(self, request: Request, call_next: _Next) -> Response:
         started = time.perf_counter()
@@ -41,4 +46,4 @@ class ApiMetrics:
         counts = {status: count for status, count in rows}
         for status in JOB_STATUSES:
             self.jobs.labels(status).set(counts.get(status, 0))
-        return generate_latest(self.registry)
+        return b"".join(generate_latest(r) for r in [self.registry, *self._others])

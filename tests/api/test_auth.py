@@ -44,5 +44,6 @@ def test_openapi_docs_list_the_api(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/v1/models", "/v1/models/{model_id}/download", "/v1/datasets", "/v1/jobs",
-                 "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/events", "/v1/jobs/{job_id}/checkpoints"):
+                 "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/events", "/v1/jobs/{job_id}/checkpoints",
+                 "/v1/models/{model_id}/summarize", "/v1/models/{model_id}/translate"):
         assert path in paths

@@ -88,6 +88,15 @@ def test_result_downloads_with_its_checksum_and_loads(service: Service, finished
     assert output.shape[0] == 1
 
 
+def test_result_model_summarizes_on_the_same_api(service: Service, finished_job: dict[str, Any]) -> None:
+    response = service.owner.post(f"/v1/models/{finished_job['result_model']}/summarize",
+                                  json={"inputs": ["a small tool to compress files", "a text editor"],
+                                        "parameters": {"max_new_tokens": 4}})
+    assert response.status_code == 200, response.text
+    summaries = response.json()
+    assert len(summaries) == 2 and all(isinstance(s["summary_text"], str) for s in summaries)
+
+
 def test_running_job_is_cancelled_within_seconds(service: Service, uploads: dict[str, str],
                                                  finished_job: dict[str, Any]) -> None:
     recipe = tiny_recipe(uploads, max_steps=100_000)
@@ -124,9 +133,10 @@ def test_another_tenant_gets_404_on_every_object(service: Service, uploads: dict
     paths += [("GET", f"/v1/models/{m}/download") for m in (uploads["model"], result)]
     paths += [("GET", f"/v1/datasets/{uploads[s]}") for s in ("train", "validation")]
     paths += [("GET", f"/v1/jobs/{job}{suffix}") for suffix in ("", "/events", "/metrics", "/checkpoints")]
-    paths += [("POST", f"/v1/jobs/{job}/cancel")]
+    paths += [("POST", f"/v1/jobs/{job}/cancel"), ("POST", f"/v1/models/{result}/summarize")]
     for method, path in paths:
-        response = service.stranger.request(method, path)
+        body = {"inputs": "x"} if path.endswith("summarize") else None
+        response = service.stranger.request(method, path, json=body)
         assert response.status_code == 404, (method, path, response.text)
         assert response.json()["error"]["code"] == "not_found"
     for kind in ("models", "datasets", "jobs"):
