@@ -35,6 +35,10 @@ def generate(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    # Learned positions end at max_position_embeddings: a longer input would index past them.
+    max_source_length = min(
+        max_source_length, getattr(model.config, "max_position_embeddings", max_source_length)
+    )
     outputs: list[str] = []
     for start in range(0, len(texts), spec.batch_size):
         inputs = tokenizer(

@@ -56,3 +56,10 @@ def test_evaluate_model_returns_task_metrics(tiny_teacher_dir: Path) -> None:
         "rougeLsum",
     }
     assert set(evaluate_model(model, tokenizer, records, "translation", spec)) == {"bleu", "chrf"}
+
+
+def test_generate_truncates_inputs_to_the_models_positions(tiny_teacher_dir: Path) -> None:
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(tiny_teacher_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_teacher_dir))
+    long_text = "package " * (2 * model.config.max_position_embeddings)
+    assert len(generate(model, tokenizer, [long_text], EvaluationSpec(num_beams=1, max_length=4))) == 1
