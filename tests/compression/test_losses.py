@@ -141,3 +141,15 @@ def test_terms_are_zero_for_a_full_depth_student_quantized_at_32_bits(
         spec=DistillationSpec(),
     )
     assert all(result.components[name] == 0.0 for name in DISTILL_TERMS)
+
+
+def test_paper_mode_adds_the_batch_summed_final_encoder_term(teacher: BartForConditionalGeneration) -> None:
+    batch = collate([Example([0, 5, 6, 2], [0, 9, 2]), Example([0, 7, 8, 2], [0, 10, 2])], pad_token_id=1)
+    student = _perturbed(teacher)
+    s_out, t_out = _run(student, batch), _run(teacher, batch)
+    maps = {"encoder_map": [0, 1, 2], "decoder_map": [0, 1, 2]}
+    paper = distillation_loss(s_out, t_out, batch, **maps, spec=DistillationSpec(mask_padding=False))
+    masked = distillation_loss(s_out, t_out, batch, **maps, spec=DistillationSpec(mask_padding=True))
+    last = torch.nn.functional.mse_loss(s_out.encoder_last_hidden_state, t_out.encoder_last_hidden_state)
+    assert paper.components["enc_last"] == pytest.approx(2 * last.item(), rel=1e-5)  # about B x the MSE
+    assert "enc_last" not in masked.components
