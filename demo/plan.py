@@ -52,7 +52,7 @@ class DemoPlan:
                 "max_target_length": self.max_target_length}
 
     def teacher_recipe(self, initial_model_id: str, dataset_ids: dict[str, str]) -> dict[str, Any]:
-        return {"task": "summarization", "teacher": {"model": initial_model_id},
+        return {"task": "summarization", "method": "finetune", "teacher": {"model": initial_model_id},
                 "dataset": self._dataset(dataset_ids),
                 "teacher_training": self._lengths(self.teacher_training), "evaluation": self.evaluation}
 

@@ -49,8 +49,8 @@ def test_teacher_cache_returns_what_was_stored(tmp_path: Path) -> None:
 
 
 def test_table_shows_missing_values_as_dashes() -> None:
-    text = render([Row("teacher (fp32)", 30.0, 10.0, 29.5, 15_000_000, 1.0, None),
-                   Row("dq 2-2-8 6-3", 29.0, 9.5, 28.8, 1_000_000, 15.0, 12.3)])
+    text = render([Row("teacher (fp32)", 30.0, 10.0, 29.5, 15_000_000, 1.0, 20.0, None),
+                   Row("dq 2-2-8 6-3", 29.0, 9.5, 28.8, 1_000_000, 15.0, 12.3, 15.1)])
     assert "15,000,000" in text and "15.0x" in text and " - " in text.splitlines()[2] + " "
 
 

@@ -1,0 +1,390 @@
+"""Quality benchmark: DQ-BART against its baselines on one teacher and one validation split.
+
+Rows: the fp32 teacher, then for each configuration `method:bits:layers[:options]`
+(method dq | ptq | qat_only | distill_only; bits W-E-A such as 8-8-8, or fp32; layers enc-dec
+such as 6-3; options per_tensor | no_mask | lsq) one compression run through the library
+(compression.compress, not the service). Writes quality.md, quality.json and quality.png
+(model size against ROUGE-Lsum, Pareto front marked) into --out. Each finished row is kept in
+rows.jsonl, so an interrupted run resumes where it stopped.
+
+    python -m bench.quality --quick --out /tmp/quality
+    python -m bench.quality --teacher TEACHER_DIR --steps 300 --max-val 100 --out docs/results/quality
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compression import ProgressEvent, Recipe
+from compression.pipeline import compress, finetune
+
+REPO = Path(__file__).resolve().parent.parent
+
+SAMPLE_DIR = REPO / "data" / "debian-desc-sample"
+OPTIONS = {
+    "per_tensor": ("quantization", "granularity", "per_tensor"),
+    "no_mask": ("distillation", "mask_padding", False),
+    "lsq": ("quantization", "learned_scale", True),
+}
+LAYER_PLANS = ("6-6", "6-3", "3-1")
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+BIT_WIDTHS = ("8-8-8", "4-4-8", "2-2-8")
+
+
+@dataclass(frozen=True)
+class Config:
+    method: str
+    bits: str  # "W-E-A" or "fp32"
+    layers: str  # "enc-dec"
+    options: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Config:
+        parts = text.strip().split(":")
+        if len(parts) < 3 or parts[0] not in ("dq", "ptq", "qat_only", "distill_only"):
+            raise argparse.ArgumentTypeError(f"config {text!r}: expected method:bits:layers[:options]")
+        options = tuple(o for o in parts[3].split(",") if o) if len(parts) > 3 else ()
+        unknown = [o for o in options if o not in OPTIONS]
+        if unknown:
+            known = ", ".join(OPTIONS)
+            raise argparse.ArgumentTypeError(f"config {text!r}: unknown options {unknown}; known: {known}")
+        bits = "fp32" if parts[0] == "distill_only" else parts[1]
+        return cls(parts[0], bits, parts[2], options)
+
+    @property
+    def name(self) -> str:
+        options = [",".join(self.options)] if self.options else []
+        return ":".join([self.method, self.bits, self.layers, *options])
+
+    def recipe_fields(self) -> dict[str, Any]:
+        enc, dec = (int(n) for n in self.layers.split("-"))
+        w, e, a = (32, 32, 32) if self.bits == "fp32" else (int(n) for n in self.bits.split("-"))
+        fields: dict[str, Any] = {
+            "method": self.method,
+            "student": {"encoder_layers": enc, "decoder_layers": dec},
+            "quantization": {"weight_bits": w, "embedding_bits": e, "activation_bits": a,
+                             "granularity": "per_row"},
+            "distillation": {"mask_padding": True},
+        }
+        for option in self.options:
+            section, key, value = OPTIONS[option]
+            fields[section][key] = value
+        return fields
+
+
+def default_configs() -> list[Config]:
+    """The full matrix (meant for a GPU): every method at every bit width and layer plan, plus
+    the dq option ablations at 6-3."""
+    configs = [Config("distill_only", "fp32", layers) for layers in LAYER_PLANS]
+    for layers in LAYER_PLANS:
+        configs += [Config(m, bits, layers) for bits in BIT_WIDTHS for m in ("ptq", "qat_only", "dq")]
+    for bits in ("8-8-8", "2-2-8"):
+        configs += [Config("dq", bits, "6-3", (option,)) for option in OPTIONS]
+    return configs
+
+
+QUICK_CONFIGS = [Config.parse(c) for c in ("ptq:8-8-8:6-3", "qat_only:8-8-8:6-3", "distill_only:fp32:6-3",
+                                           "dq:8-8-8:6-3", "dq:2-2-8:6-3", "dq:2-2-8:6-3:per_tensor")]
+
+
+@dataclass
+class BenchSettings:
+    teacher: Path
+    train: Path
+    validation: Path
+    out: Path
+    steps: int
+    max_val: int
+    batch_size: int = 32
+    lr: float = 5.0e-4
+    max_source_length: int = 128
+    max_target_length: int = 32
+    num_beams: int = 2
+    eval_max_length: int = 32
+    seed: int = 28
+
+
+@dataclass
+class RowResult:
+    name: str
+    method: str
+    bits: str
+    layers: str
+    options: list[str]
+    metrics: dict[str, float]
+    bytes: int
+    compression_ratio: float
+    seconds: float
+    teacher_metrics: dict[str, float] = field(default_factory=dict)
+    teacher_bytes: int = 0
+
+
+def base_recipe(s: BenchSettings) -> dict[str, Any]:
+    return {
+        "task": "summarization",
+        "teacher": {"path": str(s.teacher)},
+        "dataset": {"train": str(s.train), "validation": str(s.validation),
+                    "max_validation_samples": s.max_val},
+        "training": {"max_steps": s.steps, "lr": s.lr, "batch_size": s.batch_size, "seed": s.seed,
+                     "max_source_length": s.max_source_length, "max_target_length": s.max_target_length,
+                     "warmup_ratio": 0.05, "eval_every": s.steps, "checkpoint_every": s.steps,
+                     "log_every": 25},
+        "evaluation": {"num_beams": s.num_beams, "max_length": s.eval_max_length, "batch_size": 50},
+    }
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def _metrics(raw: dict[str, Any]) -> dict[str, float]:
+    return {k.removeprefix("eval/"): float(v) for k, v in raw.items() if isinstance(v, int | float)}
+
+
+def run_config(config: Config, s: BenchSettings) -> RowResult:
+    recipe = Recipe.from_dict(merge(base_recipe(s), config.recipe_fields()))
+    run_dir = s.out / "runs" / config.name.replace(":", "_").replace(",", "+")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    start = time.perf_counter()
+    result = compress(recipe, run_dir / "artifact", device="cpu", checkpoint_dir=run_dir / "checkpoints")
+    seconds = time.perf_counter() - start
+    report = result.report
+    # Keep the report, not the weights: the outputs folder is meant to be committed.
+    shutil.copyfile(result.artifact_dir / "report.json", run_dir / "report.json")
+    for scratch in ("artifact", "checkpoints"):
+        shutil.rmtree(run_dir / scratch, ignore_errors=True)
+    return RowResult(config.name, config.method, config.bits, config.layers, list(config.options),
+                     _metrics(report["student_metrics"]), int(report["student_bytes"]),
+                     float(report["compression_ratio"]), round(seconds, 1),
+                     _metrics(report["teacher_metrics"]), int(report["teacher_bytes"]))
+
+
+def load_done(path: Path) -> dict[str, RowResult]:
+    if not path.exists():
+        return {}
+    rows = [RowResult(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    return {row.name: row for row in rows}
+
+
+def run_all(configs: list[Config], s: BenchSettings, command: str) -> list[RowResult]:
+    done_path = s.out / "rows.jsonl"
+    done = load_done(done_path)
+    rows = []
+    for index, config in enumerate(configs, start=1):
+        if config.name in done:
+            print(f"[{index}/{len(configs)}] {config.name}: already measured, kept")
+            rows.append(done[config.name])
+            continue
+        print(f"[{index}/{len(configs)}] {config.name} ...", flush=True)
+        row = run_config(config, s)
+        with done_path.open("a") as f:
+            f.write(json.dumps(asdict(row)) + "\n")
+        print(f"    rougeLsum {row.metrics.get('rougeLsum', float('nan')):.2f}  bytes {row.bytes:,}  "
+              f"ratio {row.compression_ratio:.1f}x  ({row.seconds:.0f} s)", flush=True)
+        rows.append(row)
+        write_outputs(rows, s, command)  # partial results are readable while the rest runs
+    return rows
+
+
+def train_teacher(s: BenchSettings, steps: int, quick: bool, init: Path | None, out: Path) -> Path:
+    """Train `init` (or, without it, a random BART with our own tokenizer: from scratch) with
+    cross-entropy alone, through compression.finetune, into `out`."""
+    from demo.teacher import DEMO_SHAPE, QUICK_SHAPE, build_teacher
+
+    initial = init or build_teacher(out.with_name(out.name + "-init"), QUICK_SHAPE if quick else DEMO_SHAPE)
+    recipe = Recipe.from_dict(merge(base_recipe(BenchSettings(**{**asdict(s), "teacher": initial})), {
+        "method": "finetune",
+        "teacher_training": {"max_steps": steps, "lr": 2.0e-3, "batch_size": s.batch_size,
+                             "warmup_ratio": 0.03, "weight_decay": 0.01,
+                             "max_source_length": s.max_source_length,
+                             "max_target_length": s.max_target_length, "eval_every": max(1, steps // 3),
+                             "checkpoint_every": max(1, steps // 3), "log_every": 50},
+    }))
+    result = finetune(recipe, out, device="cpu", progress=_print_progress)
+    print(f"teacher trained {steps} steps: {result.best_metrics}", flush=True)
+    return out
+
+
+def _print_progress(event: ProgressEvent) -> None:
+    if event.kind == "stage" or any(k.startswith("eval/") for k in event.metrics):
+        print(f"  [{event.stage}] step {event.step}/{event.total_steps} {event.message} {event.metrics}",
+              flush=True)
+
+
+def teacher_result(rows: list[RowResult]) -> RowResult:
+    """The fp32 teacher row, from the first run's report (every run scores it the same way)."""
+    first = rows[0]
+    return RowResult("teacher:fp32", "teacher", "fp32", "teacher", [], first.teacher_metrics,
+                     first.teacher_bytes, 1.0, 0.0)
+
+
+def pareto_front(rows: list[RowResult]) -> set[str]:
+    """Rows that no other row beats on both size (smaller) and ROUGE-Lsum (higher)."""
+    front = set()
+    for row in rows:
+        lsum = row.metrics.get("rougeLsum", 0.0)
+        dominated = any(o.bytes <= row.bytes and o.metrics.get("rougeLsum", 0.0) >= lsum
+                        and (o.bytes < row.bytes or o.metrics.get("rougeLsum", 0.0) > lsum) for o in rows)
+        if not dominated:
+            front.add(row.name)
+    return front
+
+
+def kept_percent(row: RowResult, teacher: RowResult) -> float | None:
+    t_lsum = teacher.metrics.get("rougeLsum", 0.0)
+    return 100.0 * row.metrics.get("rougeLsum", 0.0) / t_lsum if t_lsum > 0 else None
+
+
+def target_checks(teacher: RowResult, rows: list[RowResult]) -> list[str]:
+    """The issue's targets, measured: retention of teacher ROUGE-Lsum, ratio, dq against baselines."""
+    by_name = {r.name: r for r in rows}
+    lines = []
+    for name, keep, ratio in (("dq:8-8-8:6-3", 99.0, None), ("dq:2-2-8:6-3", 96.0, 14.0)):
+        row = by_name.get(name)
+        if row is None:
+            lines.append(f"- {name}: not run")
+            continue
+        kept = kept_percent(row, teacher)
+        ok = kept is not None and kept >= keep and (ratio is None or row.compression_ratio >= ratio)
+        need = f">= {keep:.0f}%" + (f" and >= {ratio:.0f}x" if ratio else "")
+        shown = "-" if kept is None else f"{kept:.1f}"
+        lines.append(f"- {name}: keeps {shown}% of the teacher's ROUGE-Lsum at "
+                     f"{row.compression_ratio:.1f}x (target {need}): **{'met' if ok else 'not met'}**")
+    for row in rows:
+        if row.method != "dq" or row.options:
+            continue
+        rivals = [by_name.get(f"{m}:{row.bits}:{row.layers}") for m in ("ptq", "qat_only")]
+        rivals.append(by_name.get(f"distill_only:fp32:{row.layers}"))
+        present = [r for r in rivals if r is not None]
+        if not present:
+            continue
+        lsum = row.metrics.get("rougeLsum", 0.0)
+        # "beats" is strict: a tie is not a win
+        not_beaten = [r for r in present if r.metrics.get("rougeLsum", 0.0) >= lsum]
+        against = ", ".join(f"{r.method} {r.metrics.get('rougeLsum', 0.0):.2f}" for r in present)
+        losers = ", ".join(r.method for r in not_beaten)
+        verdict = f"does not beat {losers}" if not_beaten else "beats all"
+        lines.append(f"- {row.name}: ROUGE-Lsum {lsum:.2f} vs {against}: **{verdict}**")
+    return lines
+
+
+def markdown(teacher: RowResult, rows: list[RowResult], command: str, front: set[str]) -> str:
+    out = ["# Quality benchmark (bench/quality.py)", "", f"Command: `{command}`", "",
+           "| row | R-1 | R-2 | R-L | R-Lsum | % teacher | bytes on disk | ratio | train+eval s | Pareto |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in [teacher, *rows]:
+        scores = " | ".join(f"{row.metrics.get(k, 0):.2f}" for k in ROUGE_KEYS)
+        kept = kept_percent(row, teacher)
+        kept_text = "-" if kept is None else f"{kept:.1f}"
+        out.append(f"| {row.name} | {scores} | {kept_text} | {row.bytes:,} | {row.compression_ratio:.1f}x "
+                   f"| {row.seconds:.0f} | {'*' if row.name in front else ''} |")
+    out += ["", "## Targets", "", *target_checks(teacher, rows), ""]
+    return "\n".join(out)
+
+
+def plot(teacher: RowResult, rows: list[RowResult], front: set[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    everything = [teacher, *rows]
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    markers = (("teacher", "*"), ("dq", "o"), ("ptq", "s"), ("qat_only", "^"), ("distill_only", "D"))
+    for method, marker in markers:
+        group = [r for r in everything if r.method == method]
+        if group:
+            ax.scatter([r.bytes / 1e6 for r in group], [r.metrics.get("rougeLsum", 0) for r in group],
+                       marker=marker, s=60, label=method)
+    for row in everything:
+        ax.annotate(row.name.split(":", 1)[1], (row.bytes / 1e6, row.metrics.get("rougeLsum", 0)),
+                    fontsize=6, xytext=(3, 3), textcoords="offset points")
+    on_front = sorted((r for r in everything if r.name in front), key=lambda r: r.bytes)
+    ax.plot([r.bytes / 1e6 for r in on_front], [r.metrics.get("rougeLsum", 0) for r in on_front],
+            "k--", linewidth=1, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("model.safetensors on disk (MB, log scale)")
+    ax.set_ylabel("ROUGE-Lsum (validation)")
+    ax.set_title("Size against quality")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(rows: list[RowResult], s: BenchSettings, command: str) -> None:
+    teacher = teacher_result(rows)
+    front = pareto_front([teacher, *rows])
+    (s.out / "quality.md").write_text(markdown(teacher, rows, command, front))
+    payload = {"command": command, "settings": {k: str(v) for k, v in asdict(s).items()},
+               "rows": [asdict(r) | {"pareto": r.name in front} for r in [teacher, *rows]]}
+    (s.out / "quality.json").write_text(json.dumps(payload, indent=2) + "\n")
+    plot(teacher, rows, front, s.out / "quality.png")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--teacher", type=Path, help="a trained HF teacher directory")
+    p.add_argument("--train-teacher-steps", type=int, default=None,
+                   help="first train the teacher this many steps (CE only); without --teacher, build one "
+                        "(demo/teacher.py) and train it from scratch")
+    p.add_argument("--teacher-out", type=Path, default=None,
+                   help="where the trained teacher goes (default OUT/teacher)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (1 is fastest on a shared, busy CPU)")
+    p.add_argument("--train", type=Path, default=SAMPLE_DIR / "train.jsonl.gz")
+    p.add_argument("--validation", type=Path, default=SAMPLE_DIR / "validation.jsonl.gz")
+    p.add_argument("--configs", type=str, default=None,
+                   help="space-separated method:bits:layers[:options], e.g. 'dq:2-2-8:6-3:per_tensor'; "
+                        "default: the full matrix")
+    p.add_argument("--steps", type=int, default=300, help="training steps per compressed row")
+    p.add_argument("--max-val", type=int, default=100, help="validation documents scored per row")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5.0e-4)
+    p.add_argument("--num-beams", type=int, default=2)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--quick", action="store_true", help="tiny teacher, a few steps, six rows: minutes on CPU")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    command = "python -m bench.quality " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.quick:
+        args.steps, args.max_val, args.batch_size = min(args.steps, 3), min(args.max_val, 8), 8
+        args.train_teacher_steps = args.train_teacher_steps or 4
+    configs = ([Config.parse(c) for c in args.configs.split()] if args.configs
+               else QUICK_CONFIGS if args.quick else default_configs())
+    teacher_out = args.teacher_out or args.out / "teacher"
+    s = BenchSettings(teacher=args.teacher or teacher_out, train=args.train,
+                      validation=args.validation, out=args.out, steps=args.steps, max_val=args.max_val,
+                      batch_size=args.batch_size, lr=args.lr, num_beams=args.num_beams,
+                      eval_max_length=8 if args.quick else 32)
+    if args.train_teacher_steps and not (teacher_out / "config.json").exists():
+        s.teacher = train_teacher(s, args.train_teacher_steps, args.quick, args.teacher, teacher_out)
+    elif args.train_teacher_steps:
+        s.teacher = teacher_out  # trained by an earlier run of the same command
+    if not (s.teacher / "config.json").exists():
+        raise SystemExit("give --teacher DIR (a trained teacher) or --train-teacher-steps N")
+    rows = run_all(configs, s, command)
+    write_outputs(rows, s, command)
+    print((s.out / "quality.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
