@@ -7,9 +7,10 @@ import json
 import math
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from compression.errors import DatasetError, ModelError
 
@@ -19,6 +20,7 @@ TOKENIZER_FILE_SETS = (("tokenizer.json",), ("vocab.json", "merges.txt"), ("sent
 PREVIEW_ROWS = 5
 PREVIEW_CHARS = 500
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
+MAX_LINE_CHARS = 1_000_000  # far above any document; a longer line is a broken or hostile file
 _LAYER_NAME = re.compile(r"(?:^|\.)(encoder|decoder)\.layers\.(\d+)\.")
 
 
@@ -151,10 +153,20 @@ def _shorten(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v[:PREVIEW_CHARS] if isinstance(v, str) else v for k, v in row.items()}
 
 
+def _bounded_lines(f: TextIO) -> Iterator[str]:
+    """The file's lines, refusing one longer than MAX_LINE_CHARS without reading it whole."""
+    number = 0
+    while line := f.readline(MAX_LINE_CHARS + 1):
+        number += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise DatasetError("file", f"line {number} is longer than {MAX_LINE_CHARS} characters")
+        yield line
+
+
 def _jsonl_rows(path: Path) -> DatasetSummary:
     rows, columns, preview = 0, dict[str, None](), []
     with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+        for number, line in enumerate(_bounded_lines(f), start=1):
             if not line.strip():
                 continue
             try:
@@ -180,6 +192,8 @@ def _csv_rows(path: Path) -> DatasetSummary:
         for record in reader:
             if None in record:
                 raise DatasetError("file", f"line {reader.line_num} has more fields than the header")
+            if None in record.values():
+                raise DatasetError("file", f"line {reader.line_num} has fewer fields than the header")
             rows += 1
             if len(preview) < PREVIEW_ROWS:
                 preview.append(_shorten(record))

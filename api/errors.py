@@ -81,6 +81,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, RequestValidationError):
         raise exc
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":  # its loc is a character position, not a field
+        position = first.get("loc", ("body", "?"))[-1]
+        return error_response(422, "validation_error", f"the body is not JSON (at character {position})")
     param = _loc_to_param(tuple(first.get("loc", ())))
     message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
     return error_response(422, "validation_error", f"{param}: {message}" if param else message, param)

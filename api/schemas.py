@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
+from fastapi import Query
 from pydantic import BaseModel, Field
 
 from store.models import Checkpoint, Dataset, Job, JobEvent, JobMetric, Model
@@ -34,6 +35,12 @@ def multipart_body(description: str) -> dict[str, Any]:
         "name": {"type": "string", "description": "a display name (default: the file name)"},
     }}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+def cursor(prefix: str) -> Any:
+    """The `after` query parameter of a list: the last id of the previous page, of the listed kind."""
+    return Query(pattern=rf"^{prefix}_[0-9A-HJKMNP-TV-Z]{{26}}$",
+                 description=f"the last id of the previous page ({prefix}_...)")
 
 
 class Page(BaseModel, Generic[T]):

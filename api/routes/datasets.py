@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
 from api.errors import not_found
 from api.ingest import ingest_dataset
-from api.schemas import ERROR_RESPONSES, DatasetObject, Page, dataset_object, multipart_body
+from api.schemas import ERROR_RESPONSES, DatasetObject, Page, cursor, dataset_object, multipart_body
 from api.uploads import receive_upload
 from store import catalog
 
@@ -32,7 +32,7 @@ async def upload_dataset(request: Request, tenant: TenantDep, session: SessionDe
 
 
 @router.get("", response_model=Page[DatasetObject])
-def list_datasets(tenant: TenantDep, session: SessionDep, after: str | None = None,
+def list_datasets(tenant: TenantDep, session: SessionDep, after: Annotated[str | None, cursor("ds")] = None,
                   limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Page[DatasetObject]:
     rows, has_more = catalog.list_datasets(session, tenant_id=tenant.id, after=after, limit=limit)
     return Page[DatasetObject](data=[dataset_object(r) for r in rows], has_more=has_more)

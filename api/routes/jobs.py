@@ -19,6 +19,7 @@ from api.schemas import (
     MetricPoint,
     Page,
     checkpoint_object,
+    cursor,
     event_object,
     job_object,
     metric_point,
@@ -93,7 +94,7 @@ def create_job(body: Annotated[dict[str, Any], Body(examples=[RECIPE_EXAMPLE])],
 
 
 @router.get("", response_model=Page[JobObject])
-def list_jobs(tenant: TenantDep, session: SessionDep, after: str | None = None,
+def list_jobs(tenant: TenantDep, session: SessionDep, after: Annotated[str | None, cursor("job")] = None,
               limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Page[JobObject]:
     rows, has_more = jobs.list_jobs(session, tenant_id=tenant.id, after=after, limit=limit)
     now = utcnow()

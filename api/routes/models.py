@@ -11,7 +11,15 @@ from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
 from api.downloads import blob_download
 from api.errors import not_found
 from api.ingest import ingest_model
-from api.schemas import ERROR_RESPONSES, ErrorResponse, ModelObject, Page, model_object, multipart_body
+from api.schemas import (
+    ERROR_RESPONSES,
+    ErrorResponse,
+    ModelObject,
+    Page,
+    cursor,
+    model_object,
+    multipart_body,
+)
 from api.uploads import receive_upload
 from store import catalog
 
@@ -34,7 +42,7 @@ async def upload_model(request: Request, tenant: TenantDep, session: SessionDep,
 
 
 @router.get("", response_model=Page[ModelObject])
-def list_models(tenant: TenantDep, session: SessionDep, after: str | None = None,
+def list_models(tenant: TenantDep, session: SessionDep, after: Annotated[str | None, cursor("mdl")] = None,
                 limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Page[ModelObject]:
     rows, has_more = catalog.list_models(session, tenant_id=tenant.id, after=after, limit=limit)
     return Page[ModelObject](data=[model_object(r) for r in rows], has_more=has_more)
