@@ -46,6 +46,9 @@ def current_tenant(session: SessionDep,
     tenant = tenants.tenant_for_key(session, key=credentials.credentials)
     if tenant is None:
         raise ApiError(401, "invalid_api_key", "unknown or revoked API key", headers=challenge)
+    # End the read transaction now: an upload may stream for minutes, and its connection should
+    # not sit idle in a transaction meanwhile (rows stay usable: sessions do not expire on commit).
+    session.commit()
     return tenant
 
 
