@@ -36,6 +36,7 @@ class ProgressBar:
     def __init__(self) -> None:
         self.bar: tqdm | None = None
         self.stage = ""
+        self.last_checkpoint: str | None = None
 
     def __call__(self, event: ProgressEvent) -> bool:
         if event.kind == "stage":
@@ -43,6 +44,7 @@ class ProgressBar:
             tqdm.write(f"[{event.stage}] {event.message}")
         elif event.kind == "checkpoint":
             tqdm.write(f"checkpoint: {event.checkpoint}")
+            self.last_checkpoint = event.checkpoint
         elif any(k.startswith("eval/") for k in event.metrics):
             scores = ", ".join(f"{k.removeprefix('eval/')} {v:.2f}" for k, v in event.metrics.items())
             tqdm.write(f"step {event.step}: {scores}")
@@ -132,6 +134,10 @@ def _run_pipeline(args: argparse.Namespace) -> int:
             resume_from=args.resume,
             progress=bar,
         )
+    except KeyboardInterrupt:
+        hint = f"; continue with --resume {bar.last_checkpoint}" if bar.last_checkpoint else ""
+        print(f"interrupted{hint}", file=sys.stderr)
+        return CANCELLED
     finally:
         bar.close()
     summary = {"output": str(result.artifact_dir), "metrics": result.best_metrics}

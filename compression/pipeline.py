@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from compression.artifact import footprint, pack, write_report
 from compression.checkpoint import Checkpointer, read_metadata
 from compression.data import ResumableLoader, Splits, load_splits, tokenize
-from compression.errors import RecipeError
+from compression.errors import RecipeError, UserInputError
 from compression.evaluate import TASK_METRIC, evaluate_model, generate
 from compression.layer_map import LayerMap
 from compression.progress import ProgressCallback, ProgressEvent, Stage, no_progress
@@ -215,7 +215,7 @@ def _prepare(
     progress: ProgressCallback,
 ) -> tuple[_Run, PreTrainedModel]:
     progress(ProgressEvent("stage", "preparing", message="loading the teacher and the dataset"))
-    resume_meta = read_metadata(Path(resume_from)) if resume_from else None
+    resume_meta = _resume_metadata(Path(resume_from)) if resume_from else None
     if resume_meta is not None:
         _check_same_recipe(recipe, Recipe.from_dict(resume_meta["recipe"]))
     target = torch.device(resolve_device(device))
@@ -237,6 +237,13 @@ def _prepare(
         teacher.config.max_position_embeddings,
     )
     return run, teacher
+
+
+def _resume_metadata(checkpoint: Path) -> dict[str, Any]:
+    try:
+        return read_metadata(checkpoint)
+    except (OSError, ValueError) as exc:
+        raise UserInputError("resume_from", f"not a usable checkpoint: {exc}") from None
 
 
 def _check_same_recipe(recipe: Recipe, saved: Recipe) -> None:

@@ -113,3 +113,11 @@ def test_module_entry_point_exits_2_without_a_traceback_on_a_bad_recipe(tmp_path
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error: quantization.weight_bits: bits must be one of")
     assert "Traceback" not in done.stderr
+
+
+def test_resume_from_a_directory_that_is_not_a_checkpoint_is_a_user_error(
+    recipe_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["compress", str(recipe_file), "--out", str(tmp_path / "out"), "--resume", str(tmp_path)]
+    assert main(args) == 2
+    assert capsys.readouterr().err.startswith("error: resume_from: not a usable checkpoint")
