@@ -219,6 +219,8 @@ def _prepare(
     if resume_meta is not None:
         _check_same_recipe(recipe, Recipe.from_dict(resume_meta["recipe"]))
     target = torch.device(resolve_device(device))
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("device", "CUDA was asked for, but no CUDA device is available here")
     teacher, tokenizer = load_teacher(recipe.teacher, target)
     if recipe.src_lang and hasattr(tokenizer, "src_lang"):
         tokenizer.src_lang, tokenizer.tgt_lang = recipe.src_lang, recipe.tgt_lang

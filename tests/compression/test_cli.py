@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from compression.cli import main
 from tests.tiny import REPO, write_jsonl
@@ -121,3 +122,11 @@ def test_resume_from_a_directory_that_is_not_a_checkpoint_is_a_user_error(
     args = ["compress", str(recipe_file), "--out", str(tmp_path / "out"), "--resume", str(tmp_path)]
     assert main(args) == 2
     assert capsys.readouterr().err.startswith("error: resume_from: not a usable checkpoint")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_a_gpu_is_a_user_error(
+    recipe_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["compress", str(recipe_file), "--out", str(tmp_path / "out"), "--device", "cuda"]) == 2
+    assert capsys.readouterr().err.startswith("error: device: CUDA was asked for")
