@@ -103,26 +103,33 @@ def compress_student(client: DqbartClient, plan: DemoPlan, student: StudentPlan,
     return model_id, report
 
 
-def show_summaries(client: DqbartClient, models: dict[str, str],
-                   docs: list[dict[str, str]]) -> dict[str, float]:
-    """Summaries next to the references; returns each model's latency in ms per document."""
+def show_summaries(client: DqbartClient, models: dict[str, str], docs: list[dict[str, str]],
+                   examples: list[dict[str, str]]) -> dict[str, float]:
+    """Summaries next to the references; returns each served model's latency in ms per document.
+
+    A model the endpoint does not serve (the plain fp32 teacher) is shown from `examples`, the
+    outputs the worker wrote into report.json for the first validation records."""
     inputs = [d["document"] for d in docs]
-    outputs = {}
+    texts: dict[str, list[str]] = {}
+    latency: dict[str, float] = {}
     for name, model_id in models.items():
         try:
             client.summarize(model_id, inputs[:1])  # the first call loads the model: not part of the latency
         except ApiError as exc:
-            say(f"({name}: not served by the summarize endpoint, HTTP {exc.status}; its outputs are in "
-                "the artifacts' report.json examples)")
+            say(f"({name} is not served by the summarize endpoint (HTTP {exc.status}); "
+                "its outputs below come from report.json)")
+            by_source = {e["source"]: e.get(name, "") for e in examples}
+            texts[f"{name} (report)"] = [by_source.get(text, "-") for text in inputs]
             continue
-        outputs[name] = client.summarize(model_id, inputs)
+        result = client.summarize(model_id, inputs)
+        texts[name], latency[name] = result.texts, 1000.0 * result.seconds / len(inputs)
     for index, doc in enumerate(docs):
         text = doc["document"]
         say(f"\n--- document {index + 1}: {text[:200]}{'...' if len(text) > 200 else ''}")
-        say(f"    reference       : {doc['summary']}")
-        for name, result in outputs.items():
-            say(f"    {name:<16}: {result.texts[index]}")
-    return {name: 1000.0 * result.seconds / len(inputs) for name, result in outputs.items()}
+        say(f"    {'reference':<17}: {doc['summary']}")
+        for name, outputs in texts.items():
+            say(f"    {name:<17}: {outputs[index]}")
+    return latency
 
 
 def demo(plan: DemoPlan, work: Path, service: EmbeddedService) -> list[Row]:
@@ -142,10 +149,11 @@ def demo(plan: DemoPlan, work: Path, service: EmbeddedService) -> list[Row]:
         for student in plan.students:
             models[student.name], reports[student.name] = compress_student(
                 client, plan, student, teacher_id, dataset_ids, work)
-        latency = show_summaries(client, models, read_jsonl(validation, plan.shown_documents))
+        first = next(iter(reports.values()))
+        docs = read_jsonl(validation, plan.shown_documents)
+        latency = show_summaries(client, models, docs, first.get("examples") or [])
     finally:
         client.close()
-    first = next(iter(reports.values()))
     return [teacher_row(first, latency.get("teacher")),
             *(student_row(name, report, latency.get(name)) for name, report in reports.items())]
 
