@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import uuid
 import zipfile
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from store import tenants
+from store.db import session_scope
 from store.settings import Settings
 from tests.api.conftest import UPLOAD_LIMIT, Headers, jsonl_bytes, upload_model
 
@@ -209,4 +212,18 @@ def test_bad_dataset_is_400_and_leaves_nothing(client: TestClient, auth: Headers
     response = client.post("/v1/datasets", headers=auth, files={"file": (filename, data)})
     assert response.status_code == 400
     assert expected in response.json()["error"]["message"]
+    assert stored_files(api_settings) == before
+
+
+def test_upload_past_the_tenant_storage_limit_is_403_and_leaves_nothing(client: TestClient,
+                                                                       api_settings: Settings) -> None:
+    with session_scope(api_settings) as session:
+        tenant = tenants.create_tenant(session, name=f"small-{uuid.uuid4().hex[:8]}", storage_limit_bytes=500)
+        headers = {"Authorization": f"Bearer {tenants.create_key(session, tenant_id=tenant.id)[1]}"}
+    first = client.post("/v1/datasets", headers=headers, files={"file": ("a.jsonl", jsonl_bytes(3))})
+    assert first.status_code == 201
+    before = stored_files(api_settings)
+    response = client.post("/v1/datasets", headers=headers, files={"file": ("b.jsonl", jsonl_bytes(10))})
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "storage_limit_exceeded"
     assert stored_files(api_settings) == before
