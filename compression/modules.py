@@ -23,6 +23,7 @@ from compression.quantizers import (
     codes_at_scale,
     dequantize,
     fake_quantize,
+    fake_quantize_activation,
     lsq_initial_step,
     quantize_tensor,
 )
@@ -101,7 +102,7 @@ class ActivationQuantizer(nn.Module):
             with torch.no_grad():
                 self.step.copy_(lsq_initial_step(x, self.bits, self.clip_val, per_row=False).reshape(()))
                 self.initialized.fill_(True)
-        return fake_quantize(x, self.bits, "per_tensor", self.clip_val, self.step)
+        return fake_quantize_activation(x, self.bits, self.clip_val, self.step)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, clip_val={self.clip_val}, learned={self.step is not None}"

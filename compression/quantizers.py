@@ -39,31 +39,61 @@ def _reduce_dims(x: torch.Tensor, per_row: bool) -> tuple[int, ...]:
     return (x.dim() - 1,) if per_row else tuple(range(x.dim()))
 
 
+def _peak(x: torch.Tensor, per_row: bool) -> torch.Tensor:
+    """max|x| per tensor (0-dim) or per row (keepdim), in one pass."""
+    low, high = torch.aminmax(x.detach(), dim=-1, keepdim=True) if per_row else torch.aminmax(x.detach())
+    return torch.maximum(-low, high)
+
+
 def symmetric_scale(x: torch.Tensor, bits: int, clip: float, per_row: bool) -> torch.Tensor:
-    """Levels per unit, (2^(b-1)-1) / max|clamp(x)|; 1 where the range is zero (all-zero guard)."""
-    peak = x.detach().abs().amax(dim=_reduce_dims(x, per_row), keepdim=True).clamp(max=clip)
-    nonzero = peak > _ZERO_RANGE
-    return torch.where(nonzero, max_level(bits) / torch.where(nonzero, peak, 1.0), 1.0)
+    """Levels per unit, (2^(b-1)-1) / max|clamp(x)|.
+
+    All-zero guard: the range is floored at 1e-30, so zeros give codes 0 where the paper's
+    code divides by zero (the scale stays finite in fp32 for every bit width used here).
+    """
+    return max_level(bits) / _peak(x, per_row).clamp_(min=_ZERO_RANGE, max=clip)
 
 
 def symmetric_codes(x: torch.Tensor, scale: torch.Tensor, clip: float) -> torch.Tensor:
-    return torch.round(x.clamp(-clip, clip) * scale)
+    return x.detach().clamp(-clip, clip).mul_(scale).round_()
+
+
+def _excess(w: torch.Tensor, delta: torch.Tensor, clip: float) -> torch.Tensor:
+    """max(|clamp(w)| - delta, 0): positive exactly where TWN keeps a weight."""
+    return (w.detach().abs().clamp_(max=clip) - delta).relu_()
+
+
+def _ternary_parts(
+    w: torch.Tensor, clip: float, per_row: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TWN: delta = 0.7*mean|w|, the excess over delta, and alpha = mean |w| over |w| > delta.
+
+    Float arithmetic only (sums of the excess), no boolean masks: several times faster on CPU.
+    """
+    dims = _reduce_dims(w, per_row)
+    delta = 0.7 * w.detach().abs().clamp_(max=clip).mean(dim=dims, keepdim=True)
+    excess = _excess(w, delta, clip)
+    count = torch.count_nonzero(excess, dim=dims).reshape(delta.shape).to(w.dtype)
+    # sum over kept |w| = sum of excess + delta per kept weight; all-zero guard: alpha = 0, not 0/0
+    alpha = (excess.sum(dim=dims, keepdim=True) + delta * count) / count.clamp(min=1.0)
+    if not per_row:  # one scale per tensor is a 0-dim tensor, as for the symmetric scheme
+        return delta.reshape(()), excess, alpha.reshape(())
+    return delta, excess, alpha
 
 
 def ternary_params(w: torch.Tensor, clip: float, per_row: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """TWN threshold delta = 0.7*mean|w| and value alpha = mean(|w| over |w| > delta)."""
-    magnitude = w.detach().clamp(-clip, clip).abs()
-    dims = _reduce_dims(w, per_row)
-    delta = 0.7 * magnitude.mean(dim=dims, keepdim=True)
-    kept = (magnitude > delta).to(w.dtype)
-    count = kept.sum(dim=dims, keepdim=True).clamp(min=1.0)  # all-zero guard: alpha = 0, not 0/0
-    alpha = (magnitude * kept).sum(dim=dims, keepdim=True) / count
+    delta, _, alpha = _ternary_parts(w, clip, per_row)
     return delta, alpha
 
 
+def _ternary_signs(excess: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    # Dropped negative weights give -0.0: equal to the stored code 0 in value.
+    return torch.sign(excess).mul_(torch.sign(w.detach()))
+
+
 def ternary_codes(w: torch.Tensor, delta: torch.Tensor, clip: float) -> torch.Tensor:
-    clipped = w.clamp(-clip, clip)
-    return torch.sign(clipped) * (clipped.abs() > delta).to(w.dtype)
+    return _ternary_signs(_excess(w, delta, clip), w)
 
 
 def lsq_step(step: torch.Tensor) -> torch.Tensor:
@@ -73,7 +103,7 @@ def lsq_step(step: torch.Tensor) -> torch.Tensor:
 
 def lsq_codes(x: torch.Tensor, step: torch.Tensor, bits: int) -> torch.Tensor:
     level = max_level(bits)
-    return torch.round((x / step).clamp(-level, level))
+    return (x.detach() / step).clamp_(-level, level).round_()
 
 
 def lsq_initial_step(x: torch.Tensor, bits: int, clip: float, per_row: bool) -> torch.Tensor:
@@ -142,7 +172,7 @@ class SymmetricFakeQuant(torch.autograd.Function):
         ctx.save_for_backward(x)
         ctx.clip = clip
         scale = symmetric_scale(x, bits, clip, per_row)
-        return dequantize(symmetric_codes(x, scale, clip), scale, "symmetric")
+        return symmetric_codes(x, scale, clip).div_(scale)  # = dequantize(codes, scale, "symmetric")
 
     @staticmethod
     def backward(
@@ -161,8 +191,8 @@ class TernaryFakeQuant(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.save_for_backward(w)
         ctx.clip = clip
-        delta, alpha = ternary_params(w, clip, per_row)
-        return dequantize(ternary_codes(w, delta, clip), alpha, "ternary")
+        _, excess, alpha = _ternary_parts(w, clip, per_row)
+        return _ternary_signs(excess, w).mul_(alpha)  # = dequantize(codes, alpha, "ternary")
 
     @staticmethod
     def backward(
@@ -186,7 +216,7 @@ class LsqFakeQuant(torch.autograd.Function):
         used = lsq_step(step)
         ctx.save_for_backward(x, used)
         ctx.bits = bits
-        return dequantize(lsq_codes(x, used, bits), used, "lsq")
+        return lsq_codes(x, used, bits).mul_(used)  # = dequantize(codes, step, "lsq")
 
     @staticmethod
     def backward(
@@ -195,15 +225,17 @@ class LsqFakeQuant(torch.autograd.Function):
         x, step = ctx.saved_tensors
         level = max_level(ctx.bits)
         ratio = x / step
-        inside = ratio.abs() < level
-        step_grad = torch.where(inside, torch.round(ratio) - ratio, torch.sign(ratio) * level) * grad
+        # hardtanh's backward keeps what lies strictly inside (-q, q): the STE mask, in one pass
+        inside_ratio = torch.ops.aten.hardtanh_backward(ratio, ratio, -level, level)
+        local = ratio.clamp(-level, level).round_().sub_(inside_ratio)  # round(r) - r inside, +-q outside
         per_step = x.numel() // step.numel()
-        step_grad = _sum_to_shape(step_grad, step.shape) / math.sqrt(per_step * level)
-        return grad * inside.to(grad.dtype), step_grad, None
+        step_grad = _sum_to_shape(local.mul_(grad), step.shape) / math.sqrt(per_step * level)
+        return torch.ops.aten.hardtanh_backward(grad, ratio, -level, level), step_grad, None
 
 
 def _clipped_pass(grad: torch.Tensor, x: torch.Tensor, clip: float) -> torch.Tensor:
-    return grad * (x.abs() < clip).to(grad.dtype)
+    """grad where -clip < x < clip, else 0: hardtanh's backward is exactly this mask, in one pass."""
+    return torch.ops.aten.hardtanh_backward(grad, x, -clip, clip)
 
 
 def _sum_to_shape(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -226,3 +258,10 @@ def fake_quantize(
     if bits == 2:
         return TernaryFakeQuant.apply(x, clip, per_row)
     return SymmetricFakeQuant.apply(x, bits, clip, per_row)
+
+
+def fake_quantize_activation(
+    x: torch.Tensor, bits: int, clip: float, step: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Dynamic per-tensor activation fake quantization (symmetric), or LSQ with a learned step."""
+    return fake_quantize(x, bits, "per_tensor", clip, step)

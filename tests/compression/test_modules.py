@@ -9,7 +9,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from compression.modules import ActivationQuantizer, QuantEmbedding, QuantLinear, WeightQuantizer
-from compression.quantizers import fake_quantize
+from compression.quantizers import fake_quantize, fake_quantize_activation
 
 SEED = 123
 
@@ -38,7 +38,7 @@ def test_quant_linear_quantizes_input_and_weight(bits: int, granularity: str) ->
     linear = _linear()
     x = torch.randn(3, 8)
     expected = F.linear(
-        fake_quantize(x, 8, "per_tensor", 2.5),
+        fake_quantize_activation(x, 8, 2.5),
         fake_quantize(linear.weight, bits, granularity, 2.5),
         linear.bias,
     )

@@ -9,6 +9,7 @@ from torch.testing import assert_close
 from compression.quantizers import (
     dequantize,
     fake_quantize,
+    fake_quantize_activation,
     lsq_initial_step,
     max_level,
     quantize_tensor,
@@ -162,3 +163,24 @@ def test_lsq_starts_at_the_fixed_quantizer_step(bits: int) -> None:
     assert_close(
         lsq_initial_step(x, bits, CLIP, per_row=True), 1 / symmetric_scale(x, bits, CLIP, per_row=True)
     )
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("spread", [0.5, 3.0])
+def test_activation_kernel_gives_the_papers_values_up_to_float_rounding(bits: int, spread: float) -> None:
+    x = _data((4, 32), spread)
+    got = fake_quantize_activation(x, bits, CLIP)
+    assert_close(got, _reference_symmetric(x, bits, per_row=False), atol=1e-6, rtol=1e-6)
+
+
+def test_activation_gradient_passes_inside_the_clip_and_stops_outside() -> None:
+    x = (_data() * 2).requires_grad_()
+    fake_quantize_activation(x, 8, CLIP).sum().backward()
+    assert_close(x.grad, (x.detach().abs() < CLIP).float(), atol=0, rtol=0)
+
+
+def test_all_zero_activation_gives_zeros_not_nan() -> None:
+    x = torch.zeros(2, 3, requires_grad=True)
+    q = fake_quantize_activation(x, 8, CLIP)
+    q.sum().backward()
+    assert torch.equal(q, torch.zeros(2, 3)) and torch.isfinite(x.grad).all()
