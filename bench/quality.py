@@ -309,7 +309,8 @@ def plot(teacher: RowResult, rows: list[RowResult], front: set[str], path: Path)
             ax.scatter([r.bytes / 1e6 for r in group], [r.metrics.get("rougeLsum", 0) for r in group],
                        marker=marker, s=60, label=method)
     for row in everything:
-        ax.annotate(row.name.split(":", 1)[1], (row.bytes / 1e6, row.metrics.get("rougeLsum", 0)),
+        label = "teacher" if row.method == "teacher" else row.name.split(":", 1)[1]
+        ax.annotate(label, (row.bytes / 1e6, row.metrics.get("rougeLsum", 0)),
                     fontsize=6, xytext=(3, 3), textcoords="offset points")
     on_front = sorted((r for r in everything if r.name in front), key=lambda r: r.bytes)
     ax.plot([r.bytes / 1e6 for r in on_front], [r.metrics.get("rougeLsum", 0) for r in on_front],
