@@ -16,6 +16,7 @@ from store import tenants
 from store.db import session_scope
 from store.settings import Settings
 from tests.api.conftest import UPLOAD_LIMIT, Headers, jsonl_bytes, upload_model
+from tests.tiny import make_tiny_teacher
 
 
 def stored_files(settings: Settings) -> list[Path]:
@@ -58,6 +59,13 @@ def test_tar_gz_upload_reports_architecture_layers_and_checksum(client: TestClie
     assert model["parameters"] > 0
     assert len(model["sha256"]) == 64
     assert client.get(f"/v1/models/{model['id']}", headers=auth).json() == model
+
+
+def test_mbart_teacher_is_accepted(client: TestClient, auth: Headers, tmp_path: Path) -> None:
+    teacher = make_tiny_teacher(tmp_path / "mbart", encoder_layers=1, decoder_layers=3, mbart=True)
+    model = upload_model(client, auth, tar_with(teacher_files(teacher)), "mbart.tar")
+    assert model["architecture"] == "MBartForConditionalGeneration"
+    assert model["layers"] == {"encoder": 1, "decoder": 3}
 
 
 def test_plain_tar_with_files_at_the_root_is_accepted(client: TestClient, auth: Headers,
