@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,8 @@ import torch
 
 from tests.tiny import SAMPLE_DIR, make_tiny_teacher
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Tiny models gain nothing from a second thread, and on busy 2-core machines it costs ~10x.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
