@@ -26,6 +26,7 @@ from store.blobs import LocalBlobStore
 from store.db import session_scope
 from store.models import Checkpoint, Model
 from store.settings import Settings, get_settings
+from worker.dbretry import retry_db
 from worker.heartbeat import HeartbeatMonitor
 from worker.recorder import ProgressRecorder
 from worker.refs import resolve_recipe
@@ -70,16 +71,22 @@ def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | N
     """Claim and run the job; its final status, LOST, or None when it could not be claimed."""
     settings = settings or get_settings()
     worker_id = worker_id or new_worker_id()
+    job = retry_db(lambda: _claim(settings, job_id, worker_id), what=f"claiming {job_id}")
+    if job is None:
+        log.info("job %s not claimed: finished, or held by a live worker", job_id)
+        return None
+    log.info("job %s claimed by %s (attempt %d)", job_id, worker_id, job.attempts)
+    return _run_claimed(settings, job, worker_id)
+
+
+def _claim(settings: Settings, job_id: str, worker_id: str) -> ClaimedJob | None:
     with session_scope(settings) as session:
         row = jobs.claim_job(session, job_id=job_id, worker_id=worker_id,
                              stale_after=settings.STALE_AFTER_SECONDS)
         if row is None:
-            log.info("job %s not claimed: finished, or held by a live worker", job_id)
             return None
-        job = ClaimedJob(id=row.id, tenant_id=row.tenant_id, recipe=row.recipe, attempts=row.attempts,
-                         cancel_requested=row.cancel_requested)
-    log.info("job %s claimed by %s (attempt %d)", job_id, worker_id, job.attempts)
-    return _run_claimed(settings, job, worker_id)
+        return ClaimedJob(id=row.id, tenant_id=row.tenant_id, recipe=row.recipe, attempts=row.attempts,
+                          cancel_requested=row.cancel_requested)
 
 
 def _run_claimed(settings: Settings, job: ClaimedJob, worker_id: str) -> str:
@@ -127,10 +134,14 @@ def _compress_and_store(settings: Settings, job: ClaimedJob, worker_id: str, pat
     run = finetune if recipe.method == "finetune" else compress
     result = run(local, paths.out, device=settings.DEVICE, checkpoint_dir=paths.checkpoints,
                  resume_from=resume_from, progress=recorder)
-    with session_scope(settings) as session:
-        model_id = store_result(session, blobs=blobs, job_id=job.id, tenant_id=job.tenant_id,
+
+    def store() -> str | None:
+        with session_scope(settings) as session:
+            return store_result(session, blobs=blobs, job_id=job.id, tenant_id=job.tenant_id,
                                 worker_id=worker_id, artifact_dir=result.artifact_dir, report=result.report,
                                 name=name, task=recipe.task, tar_path=paths.work / "model.tar")
+
+    model_id = retry_db(store, what=f"storing the result of {job.id}")
     if model_id is None:
         return LOST
     shutil.rmtree(paths.checkpoints, ignore_errors=True)
@@ -163,13 +174,18 @@ def _checkpoint_path(settings: Settings, checkpoint: Checkpoint) -> Path:
 def _end(settings: Settings, job: ClaimedJob, worker_id: str, paths: JobPaths, *, status: str,
          code: str | None = None, message: str = "", param: str | None = None) -> str:
     """Finish the job in a final state other than success and remove its partial files."""
-    with session_scope(settings) as session:
-        finished = jobs.finish_job(session, job_id=job.id, worker_id=worker_id, status=status,
-                                   error_code=code, error_message=message or None, error_param=param)
-        if not finished:
-            return LOST
-        jobs.record_event(session, job_id=job.id, type="message", message=message or status,
-                          data={"kind": status, "code": code, "param": param})
+
+    def finish() -> bool:
+        with session_scope(settings) as session:
+            if not jobs.finish_job(session, job_id=job.id, worker_id=worker_id, status=status,
+                                   error_code=code, error_message=message or None, error_param=param):
+                return False
+            jobs.record_event(session, job_id=job.id, type="message", message=message or status,
+                              data={"kind": status, "code": code, "param": param})
+            return True
+
+    if not retry_db(finish, what=f"ending {job.id} as {status}"):
+        return LOST
     shutil.rmtree(paths.checkpoints, ignore_errors=True)
     log.info("job %s ended %s: %s", job.id, status, message)
     return status
