@@ -42,8 +42,10 @@ def reconcile(session: Session, settings: Settings, now: datetime | None = None,
             report.requeued.append(job.id)
     waiting = jobs.unclaimed_jobs(session, older_than=settings.REQUEUE_AFTER_SECONDS, now=now)
     for job_id in dict.fromkeys(report.requeued + [j.id for j in waiting]):
-        send(job_id)
+        # Mark first: the write's row lock must be gone before a worker's claim (SKIP LOCKED on
+        # PostgreSQL) sees the message, or the claim skips the row and the message is used up.
         jobs.mark_enqueued(session, job_id=job_id, now=now)
+        send(job_id)
         report.resent.append(job_id)
     if report.resent:
         log.info("reconciler: requeued %s, sent again %s", report.requeued, report.resent)
