@@ -22,14 +22,14 @@ def worker_command(*, concurrency: int = 1, pool: str = "solo", loglevel: str = 
             "-P", pool, "--loglevel", loglevel]
 
 
-def _create_key(settings: Settings, tenant_name: str) -> tuple[str, str]:
-    """(tenant id, new plaintext key); the tenant is created if missing."""
+def _create_key(settings: Settings, tenant_name: str) -> tuple[str, str, str]:
+    """(tenant id, key id, new plaintext key); the tenant is created if missing."""
     from store import tenants
 
     with session_scope(settings) as session:
         tenant = tenants.get_or_create_tenant(session, name=tenant_name)
-        _, plaintext = tenants.create_key(session, tenant_id=tenant.id)
-        return tenant.id, plaintext
+        row, plaintext = tenants.create_key(session, tenant_id=tenant.id)
+        return tenant.id, row.id, plaintext
 
 
 def _dev_key(settings: Settings) -> str:
@@ -42,7 +42,7 @@ def _dev_key(settings: Settings) -> str:
         with session_scope(settings) as session:
             if tenants.tenant_for_key(session, key=key) is not None:
                 return key
-    _, key = _create_key(settings, DEV_TENANT)
+    *_, key = _create_key(settings, DEV_TENANT)
     path.touch(mode=0o600)
     path.write_text(key + "\n", encoding="utf-8")
     return key
@@ -113,8 +113,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_keys_create(args: argparse.Namespace) -> int:
     settings = get_settings()
     upgrade_database(settings)
-    tenant_id, key = _create_key(settings, args.tenant)
-    print(f"new API key for tenant {args.tenant} ({tenant_id}); it is shown only once:")
+    tenant_id, key_id, key = _create_key(settings, args.tenant)
+    print(f"new API key {key_id} for tenant {args.tenant} ({tenant_id}); it is shown only once")
+    print(f"(revoke it with: dqbart keys revoke {key_id} --tenant {args.tenant})")
     print(key)
     return 0
 

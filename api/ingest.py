@@ -49,7 +49,7 @@ def _check_quota(session: Session, settings: Settings, tenant: Tenant, extra_byt
         return
     used = catalog.storage_bytes(session, tenant_id=tenant.id)
     if used + extra_bytes > limit:
-        raise ApiError(403, "storage_limit_exceeded",
+        raise ApiError(413, "storage_limit_exceeded",
                        f"storing {extra_bytes} more bytes would pass the tenant's limit of {limit} bytes "
                        f"({used} in use)", "file")
 

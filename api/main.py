@@ -24,7 +24,7 @@ DESCRIPTION = """Compress BART/mBART teachers by joint distillation and quantiza
 
 Upload a teacher (`POST /v1/models`) and a dataset (`POST /v1/datasets`), submit a recipe
 (`POST /v1/jobs`), follow the job, then download the compressed model. Every request except
-`/health` and `/metrics` needs `Authorization: Bearer <key>` (`dqbart keys create --tenant NAME`).
+`/health` needs `Authorization: Bearer <key>` (`dqbart keys create --tenant NAME`).
 """
 
 

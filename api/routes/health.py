@@ -1,4 +1,4 @@
-"""Operational endpoints, without an API key: liveness with a database check, Prometheus metrics."""
+"""Operational endpoints: liveness with a database check (no key), Prometheus metrics (with a key)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.deps import SessionDep
+from api.deps import SessionDep, TenantDep
 from api.errors import ApiError
 from api.schemas import ErrorResponse, Health
 
@@ -25,5 +25,6 @@ def health(session: SessionDep) -> Health:
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-def metrics(request: Request, session: SessionDep) -> Response:
+def metrics(request: Request, session: SessionDep, tenant: TenantDep) -> Response:
+    """Prometheus text; needs a key like every route but /health (give the scraper its own tenant)."""
     return Response(request.app.state.metrics.render(session), media_type=CONTENT_TYPE_LATEST)

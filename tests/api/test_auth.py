@@ -32,9 +32,10 @@ def test_revoked_key_is_refused(api_settings: Settings, client: TestClient) -> N
     assert client.get("/v1/models", headers=headers).status_code == 401
 
 
-def test_health_and_metrics_need_no_key(client: TestClient) -> None:
+def test_health_needs_no_key_and_metrics_needs_one(client: TestClient, auth: dict[str, str]) -> None:
     assert client.get("/health").json() == {"status": "ok", "database": "ok"}
-    metrics = client.get("/metrics")
+    assert client.get("/metrics").status_code == 401
+    metrics = client.get("/metrics", headers=auth)
     assert metrics.status_code == 200
     assert 'dqbart_jobs{status="queued"}' in metrics.text
     assert "dqbart_http_requests_total" in metrics.text

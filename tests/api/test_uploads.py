@@ -223,7 +223,7 @@ def test_bad_dataset_is_400_and_leaves_nothing(client: TestClient, auth: Headers
     assert stored_files(api_settings) == before
 
 
-def test_upload_past_the_tenant_storage_limit_is_403_and_leaves_nothing(client: TestClient,
+def test_upload_past_the_tenant_storage_limit_is_413_and_leaves_nothing(client: TestClient,
                                                                        api_settings: Settings) -> None:
     with session_scope(api_settings) as session:
         tenant = tenants.create_tenant(session, name=f"small-{uuid.uuid4().hex[:8]}", storage_limit_bytes=500)
@@ -232,6 +232,6 @@ def test_upload_past_the_tenant_storage_limit_is_403_and_leaves_nothing(client: 
     assert first.status_code == 201
     before = stored_files(api_settings)
     response = client.post("/v1/datasets", headers=headers, files={"file": ("b.jsonl", jsonl_bytes(10))})
-    assert response.status_code == 403
+    assert response.status_code == 413
     assert response.json()["error"]["code"] == "storage_limit_exceeded"
     assert stored_files(api_settings) == before
