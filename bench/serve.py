@@ -6,7 +6,8 @@ On the same inputs in one run, for each teacher shape:
 - a 6-3, 8-8-8 PTQ student (build_student + quantize_model + pack, untrained: the output length
   is fixed, so timing does not depend on training) served by `serving.app` under uvicorn on
   127.0.0.1, queried over HTTP with the given concurrency.
-Greedy decoding with min_new_tokens = max_new_tokens = 32. Scenarios: natural validation inputs
+Each scenario runs on the teacher and then on the server, in turn, so both sides see the same
+machine load. Greedy decoding with min_new_tokens = max_new_tokens = 32. Scenarios: natural validation inputs
 at concurrency 1 and 16, and an input-length sweep (64/256/512 tokens) at concurrency 16.
 Reports p50/p95 latency, throughput (inputs/s) and each side's peak memory; prints a table and
 writes JSON.
@@ -129,17 +130,18 @@ def scenarios(teacher_dir: Path, quick: bool) -> list[Scenario]:
 
 # ---------------------------------------------------------------- the teacher side (own process)
 
-def teacher_worker(spec_file: Path, out_file: Path) -> None:
-    """Run every scenario through the fp32 teacher in batches of its concurrency."""
+def teacher_worker(teacher_dir: Path, threads: int) -> None:
+    """Serve scenarios from stdin (one JSON line each) through the fp32 teacher, in batches of the
+    scenario's concurrency; answer each with one JSON line, and the memory figures at the end."""
     import torch
     from transformers import AutoTokenizer, BartForConditionalGeneration
 
-    spec = json.loads(spec_file.read_text())
-    torch.set_num_threads(spec["threads"])
-    tokenizer = AutoTokenizer.from_pretrained(spec["teacher_dir"])
-    model = BartForConditionalGeneration.from_pretrained(spec["teacher_dir"]).eval()
-    results = {}
-    for scenario in spec["scenarios"]:
+    torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    model = BartForConditionalGeneration.from_pretrained(teacher_dir).eval()
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        scenario = json.loads(line)
         texts, size = scenario["texts"], scenario["concurrency"]
         _teacher_batch(model, tokenizer, texts[:size])  # warm-up
         latencies, started = [], time.perf_counter()
@@ -147,8 +149,8 @@ def teacher_worker(spec_file: Path, out_file: Path) -> None:
             t0 = time.perf_counter()
             _teacher_batch(model, tokenizer, texts[start:start + size])
             latencies += [time.perf_counter() - t0] * len(texts[start:start + size])
-        results[scenario["name"]] = {"latencies": latencies, "wall": time.perf_counter() - started}
-    out_file.write_text(json.dumps({"scenarios": results, "memory": _memory(os.getpid())}))
+        print(json.dumps({"latencies": latencies, "wall": time.perf_counter() - started}), flush=True)
+    print(json.dumps(_memory(os.getpid())), flush=True)
 
 
 def _teacher_batch(model: Any, tokenizer: Any, texts: list[str]) -> None:
@@ -159,13 +161,34 @@ def _teacher_batch(model: Any, tokenizer: Any, texts: list[str]) -> None:
         model.generate(**batch, num_beams=1, min_new_tokens=NEW_TOKENS, max_new_tokens=NEW_TOKENS)
 
 
-def run_teacher(teacher_dir: Path, plan: list[Scenario], threads: int, work: Path) -> dict[str, Any]:
-    spec, out = work / "teacher-spec.json", work / "teacher-out.json"
-    spec.write_text(json.dumps({"teacher_dir": str(teacher_dir), "threads": threads,
-                                "scenarios": [asdict(s) for s in plan]}))
-    subprocess.run([sys.executable, "-m", "bench.serve", "--teacher-worker", str(spec), str(out)],
-                   cwd=REPO, check=True)
-    return json.loads(out.read_text())
+class TeacherProcess:
+    """The teacher in its own process, so that its memory and threads are its own."""
+
+    def __init__(self, teacher_dir: Path, threads: int) -> None:
+        command = [sys.executable, "-m", "bench.serve", "--teacher-worker", str(teacher_dir), str(threads)]
+        self.process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True)
+        self._read()
+
+    def _read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith("{"):
+                return json.loads(line)
+        raise RuntimeError("the teacher process ended early")
+
+    def run(self, scenario: Scenario) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(asdict(scenario)) + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def finish(self) -> dict[str, float]:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        memory = self._read()
+        self.process.wait(timeout=60)
+        return memory
 
 
 # ---------------------------------------------------------------- the served side (uvicorn + HTTP)
@@ -205,7 +228,7 @@ def _free_port() -> int:
 
 def start_server(data_dir: Path, threads: int, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "DQB_DATA_DIR": str(data_dir), "DQB_SERVING_MAX_BATCH_SIZE": "16",
-           "DQB_SERVING_MAX_WAIT_MS": "10", "OMP_NUM_THREADS": str(threads), "DQB_LOG_LEVEL": "WARNING"}
+           "OMP_NUM_THREADS": str(threads), "DQB_LOG_LEVEL": "WARNING"}
     command = [sys.executable, "-m", "uvicorn", "--factory", "serving.app:create_app", "--host", "127.0.0.1",
                "--port", str(port), "--log-level", "warning", "--no-access-log"]
     return subprocess.Popen(command, cwd=REPO, env=env)
@@ -257,21 +280,29 @@ async def _drive(base: str, model_id: str, key: str, scenario: Scenario) -> dict
     return {"latencies": latencies, "wall": wall, "mean_batch": statistics.fmean(server_batches)}
 
 
-def run_served(student_dir: Path, plan: list[Scenario], threads: int, work: Path) -> dict[str, Any]:
+def run_both(teacher_dir: Path, student_dir: Path, plan: list[Scenario], threads: int,
+             work: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each scenario on the teacher, then on the server, in turn: both sides see the same load."""
     data_dir = work / "service"
     data_dir.mkdir()
     model_id, key = store_student(student_dir, data_dir)
     port = _free_port()
     server = start_server(data_dir, threads, port)
+    teacher = TeacherProcess(teacher_dir, threads)
     base = f"http://127.0.0.1:{port}"
     try:
         asyncio.run(_wait_healthy(base, server))
         info = _info(base, model_id, key)
-        results = {s.name: asyncio.run(_drive(base, model_id, key, s)) for s in plan}
-        return {"scenarios": results, "memory": _memory(server.pid), "runtime": info["runtime"]}
+        teacher_runs, served_runs = {}, {}
+        for scenario in plan:
+            teacher_runs[scenario.name] = teacher.run(scenario)
+            served_runs[scenario.name] = asyncio.run(_drive(base, model_id, key, scenario))
+        served = {"scenarios": served_runs, "memory": _memory(server.pid), "runtime": info["runtime"]}
+        return {"scenarios": teacher_runs, "memory": teacher.finish()}, served
     finally:
         server.terminate()
         server.wait(timeout=30)
+        teacher.process.kill()
 
 
 def _info(base: str, model_id: str, key: str) -> dict[str, Any]:
@@ -337,8 +368,7 @@ def bench_shape(shape: Shape, quick: bool, threads: int) -> dict[str, Any]:
         teacher_dir, student_dir = build_models(shape, work)
         plan = scenarios(teacher_dir, quick)
         build_s = time.perf_counter() - t0
-        teacher = run_teacher(teacher_dir, plan, threads, work)
-        served = run_served(student_dir, plan, threads, work)
+        teacher, served = run_both(teacher_dir, student_dir, plan, threads, work)
     rows = compare(teacher, served, plan)
     print_table(shape, rows, teacher["memory"], served["memory"])
     return {"shape": asdict(shape), "rows": rows, "teacher_memory": teacher["memory"],
@@ -355,10 +385,10 @@ def main() -> None:
     # 10x slower than 1 (spinning barriers), so compare both sides at 1 there.
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve.json")
-    parser.add_argument("--teacher-worker", nargs=2, type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--teacher-worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.teacher_worker:
-        teacher_worker(*args.teacher_worker)
+        teacher_worker(Path(args.teacher_worker[0]), int(args.teacher_worker[1]))
         return
     names = args.shapes.split(",") if args.shapes else (["tiny"] if args.quick else ["base", "small"])
     started = time.perf_counter()

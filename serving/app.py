@@ -50,7 +50,6 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     app = FastAPI(title="dqbart inference", version="0.1.0", lifespan=lifespan,
                   description="Summaries and translations from compressed models (Hugging Face schema).")
     app.state.settings = settings
-    app.state.sessions = service.sessions  # api.deps reads the tenant through these
     app.state.serving = service
     app.state.metrics_registry = registry
     install_error_handlers(app)
@@ -65,7 +64,10 @@ def _observe(service: InferenceService) -> Callable[[Request, Callable[[Request]
                                                     Awaitable[Response]]:
     async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
-        response = await call_next(request)
+        # Counted from the first byte: a batch waits briefly for requests still being read.
+        with service.batcher.arriving() as arrival:
+            request.state.arrival = arrival
+            response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", None)
         if path and path.startswith(routes.router.prefix):

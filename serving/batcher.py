@@ -30,6 +30,9 @@ class BatchLimits:
     max_batch_size: int = 16
     max_wait_ms: float = 10.0
     max_queue: int = 256  # items waiting, all keys together
+    # While requests are still being read (auth, tokenizing), a batch may wait up to this long
+    # for them: a burst of concurrent requests then shares one call instead of two.
+    max_hold_ms: float = 250.0
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.max_queue < 1 or self.max_wait_ms < 0:
@@ -43,6 +46,27 @@ class Timing:
     queue_s: float
     inference_s: float
     batch_size: int
+
+
+class Arrival:
+    """A request on its way to `submit`; the dispatcher holds a batch a little for it."""
+
+    def __init__(self, batcher: Batcher[Any, Any]) -> None:
+        self._batcher = batcher
+        self._open = True
+        batcher._arriving += 1
+
+    def done(self) -> None:
+        if self._open:
+            self._open = False
+            self._batcher._arriving -= 1
+            self._batcher._wakeup.set()
+
+    def __enter__(self) -> Arrival:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done()
 
 
 class QueueFull(Exception):
@@ -71,6 +95,7 @@ class Batcher(Generic[Item, Result]):
         self._on_batch = on_batch or (lambda size: None)
         self._pending: dict[Hashable, deque[_Pending]] = {}
         self._depth = 0
+        self._arriving = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -81,8 +106,15 @@ class Batcher(Generic[Item, Result]):
     def depth(self) -> int:
         return self._depth
 
-    async def submit(self, key: Hashable, items: list[Item]) -> list[tuple[Result, Timing]]:
+    def arriving(self) -> Arrival:
+        """Mark a request that will submit soon (`with batcher.arriving() as arrival: ...`)."""
+        return Arrival(self)
+
+    async def submit(self, key: Hashable, items: list[Item],
+                     arrival: Arrival | None = None) -> list[tuple[Result, Timing]]:
         """Queue the items (all or none) and wait for their results, in order."""
+        if arrival is not None:
+            arrival.done()
         if self._depth + len(items) > self.limits.max_queue:
             raise QueueFull(self._retry_after_s())
         wakeup = self._ensure_running()
@@ -145,9 +177,10 @@ class Batcher(Generic[Item, Result]):
     async def _gather(self, key: Hashable, wakeup: asyncio.Event) -> None:
         """Wait until the key's batch is full or its oldest item has waited long enough."""
         queue = self._pending[key]
-        deadline = queue[0].enqueued + self.limits.max_wait_ms / 1000
+        first = queue[0].enqueued
         while queue and len(queue) < self.limits.max_batch_size:
-            remaining = deadline - time.perf_counter()
+            wait_ms = self.limits.max_hold_ms if self._arriving else self.limits.max_wait_ms
+            remaining = first + wait_ms / 1000 - time.perf_counter()
             if remaining <= 0:
                 return
             wakeup.clear()

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.deps import TenantDep
 from api.errors import ApiError, not_found
+from compression.errors import ModelError
 from serving.batcher import QueueFull
 from serving.generation import InputTooLong
 from serving.loading import ArtifactCorrupt, LoadedModel
 from serving.schemas import InferenceRequest, SummaryText, TranslationText
-from serving.service import InferenceResult, InferenceService
+from serving.service import InferenceResult, InferenceService, UnknownKey
 
 router = APIRouter(prefix="/v1/models", tags=["inference"])
 
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer dqb_...`")
 _OUTPUT_FIELD = {"summarization": "summary_text", "translation": "translation_text"}
 
 
@@ -26,9 +28,26 @@ def _service(request: Request) -> InferenceService:
     return request.app.state.serving
 
 
-async def _loaded(request: Request, tenant_id: str, model_id: str, task: str | None) -> LoadedModel:
+def _api_key(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+    """The bearer key; checked against the store with the model lookup (store.tenants)."""
+    if credentials is None:
+        raise ApiError(401, "invalid_api_key", "missing API key: send `Authorization: Bearer <key>`",
+                       headers={"WWW-Authenticate": "Bearer"})
+    return credentials.credentials
+
+
+ApiKey = Annotated[str, Depends(_api_key)]
+
+
+async def _loaded(request: Request, key: str, model_id: str, task: str | None) -> LoadedModel:
     service = _service(request)
-    record = await run_in_threadpool(service.find, tenant_id=tenant_id, model_id=model_id)
+    record = service.cached_record(key=key, model_id=model_id)
+    if record is None:
+        try:
+            record = await run_in_threadpool(service.lookup, key=key, model_id=model_id)
+        except UnknownKey:
+            raise ApiError(401, "invalid_api_key", "unknown or revoked API key",
+                           headers={"WWW-Authenticate": "Bearer"}) from None
     if record is None:
         raise not_found("model", model_id)
     if record.source != "compression":
@@ -40,6 +59,8 @@ async def _loaded(request: Request, tenant_id: str, model_id: str, task: str | N
         return await service.model(record)
     except ArtifactCorrupt as exc:
         raise ApiError(500, "artifact_corrupt", f"model {model_id!r} cannot be served: {exc}") from None
+    except ModelError as exc:  # not the caller's input: the stored artifact is unusable
+        raise ApiError(500, "artifact_unreadable", f"model {model_id!r} cannot be served: {exc}") from None
 
 
 def _timing_headers(result: InferenceResult, started: float) -> dict[str, str]:
@@ -55,12 +76,13 @@ def _timing_headers(result: InferenceResult, started: float) -> dict[str, str]:
     }
 
 
-async def _infer(request: Request, tenant_id: str, model_id: str, body: InferenceRequest,
+async def _infer(request: Request, key: str, model_id: str, body: InferenceRequest,
                  task: str) -> JSONResponse:
     started = time.perf_counter()
-    loaded = await _loaded(request, tenant_id, model_id, task)
+    service = _service(request)
     try:
-        result = await _service(request).generate(loaded, body.texts, body.parameters)
+        loaded = await _loaded(request, key, model_id, task)
+        result = await service.generate(loaded, body.texts, body.parameters, request.state.arrival)
     except InputTooLong as exc:
         raise ApiError(400, "input_too_long", str(exc), f"inputs.{exc.index}") from None
     except QueueFull as exc:
@@ -71,23 +93,21 @@ async def _infer(request: Request, tenant_id: str, model_id: str, body: Inferenc
 
 
 @router.post("/{model_id}/summarize", response_model=list[SummaryText])
-async def summarize(model_id: str, body: InferenceRequest, request: Request,
-                    tenant: TenantDep) -> JSONResponse:
+async def summarize(model_id: str, body: InferenceRequest, request: Request, key: ApiKey) -> JSONResponse:
     """Summaries in the Hugging Face inference schema: `[{"summary_text": ...}]`, one per input."""
-    return await _infer(request, tenant.id, model_id, body, "summarization")
+    return await _infer(request, key, model_id, body, "summarization")
 
 
 @router.post("/{model_id}/translate", response_model=list[TranslationText])
-async def translate(model_id: str, body: InferenceRequest, request: Request,
-                    tenant: TenantDep) -> JSONResponse:
+async def translate(model_id: str, body: InferenceRequest, request: Request, key: ApiKey) -> JSONResponse:
     """Translations: `[{"translation_text": ...}]`, one per input."""
-    return await _infer(request, tenant.id, model_id, body, "translation")
+    return await _infer(request, key, model_id, body, "translation")
 
 
 @router.get("/{model_id}/info")
-async def info(model_id: str, request: Request, tenant: TenantDep) -> dict[str, Any]:
+async def info(model_id: str, request: Request, key: ApiKey) -> dict[str, Any]:
     """How the model is served: the runtime form chosen on load, limits, defaults, batching."""
-    loaded = await _loaded(request, tenant.id, model_id, None)
+    loaded = await _loaded(request, key, model_id, None)
     service = _service(request)
     limits = service.batcher.limits
     return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,13 +10,23 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
 from compression.runtime import Form
-from serving.batcher import Batcher, BatchLimits, Timing
+from serving.batcher import Arrival, Batcher, BatchLimits, Timing
 from serving.cache import Loaded, ModelCache
 from serving.generation import Generated, GenerationItem, batch_key, encode, run_batch
 from serving.loading import LoadedModel, ModelRecord, find_model, load_model
 from serving.metrics import ServingMetrics
 from serving.schemas import GenerateParams, GenerationParameters, resolve_params
+from store import tenants
 from store.blobs import BlobStore
+from store.tenants import hash_key
+
+# Auth and model lookups are remembered this long: a burst of requests then reaches the batcher
+# together instead of queueing on the database one by one.
+LOOKUP_TTL_S = 2.0
+
+
+class UnknownKey(Exception):
+    """No tenant owns this API key (missing, wrong or revoked)."""
 
 
 @dataclass(frozen=True)
@@ -42,11 +53,29 @@ class InferenceService:
             run_batch, limits, on_depth=self.metrics.queue_depth.set,
             on_batch=self.metrics.batch_size.observe)
         self._records: dict[str, ModelRecord] = {}
+        self._lookups: dict[tuple[str, str], tuple[float, ModelRecord]] = {}
 
-    def find(self, *, tenant_id: str, model_id: str) -> ModelRecord | None:
-        """The tenant's model row (blocking: call it from a worker thread)."""
+    def cached_record(self, *, key: str, model_id: str) -> ModelRecord | None:
+        """A recent lookup of this key and model, if any (no database work on the hot path)."""
+        found = self._lookups.get((hash_key(key), model_id))
+        if found is None or found[0] < time.monotonic():
+            return None
+        return found[1]
+
+    def lookup(self, *, key: str, model_id: str) -> ModelRecord | None:
+        """The model if the API key's tenant owns it (blocking: call it from a worker thread).
+
+        Raises UnknownKey for a missing or revoked key. Hits are remembered for LOOKUP_TTL_S, so
+        a revoked key stops working within that time.
+        """
         with self.sessions() as session:
-            return find_model(session, tenant_id=tenant_id, model_id=model_id)
+            tenant = tenants.tenant_for_key(session, key=key)
+            if tenant is None:
+                raise UnknownKey()
+            record = find_model(session, tenant_id=tenant.id, model_id=model_id)
+        if record is not None:
+            self._lookups[(hash_key(key), model_id)] = (time.monotonic() + LOOKUP_TTL_S, record)
+        return record
 
     async def model(self, record: ModelRecord) -> LoadedModel:
         self._records[record.id] = record
@@ -55,12 +84,13 @@ class InferenceService:
     def resolve(self, loaded: LoadedModel, parameters: GenerationParameters) -> GenerateParams:
         return resolve_params(parameters, loaded.generation_defaults)
 
-    async def generate(self, loaded: LoadedModel, texts: list[str],
-                       parameters: GenerationParameters) -> InferenceResult:
+    async def generate(self, loaded: LoadedModel, texts: list[str], parameters: GenerationParameters,
+                       arrival: Arrival | None = None) -> InferenceResult:
         params = self.resolve(loaded, parameters)
         ids = encode(loaded, texts, parameters.truncates)
         items = [GenerationItem(loaded, params, seq) for seq in ids]
-        results: list[tuple[Generated, Timing]] = await self.batcher.submit(batch_key(loaded, params), items)
+        results: list[tuple[Generated, Timing]] = await self.batcher.submit(
+            batch_key(loaded, params), items, arrival)
         outputs = [generated for generated, _ in results]
         self.metrics.generated_tokens.inc(sum(g.tokens for g in outputs))
         timings = [timing for _, timing in results]

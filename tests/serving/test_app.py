@@ -195,3 +195,9 @@ def test_the_app_works_mounted_in_another_app(serving_settings: Settings, stored
     model = stored_model()
     response = call(parent, lambda c: post(c, model, "text"))
     assert response.status_code == 200, response.text
+
+
+def test_a_request_without_a_key_is_asked_for_one(app: FastAPI, stored_model: Any) -> None:
+    model = stored_model()
+    response = call(app, lambda c: c.post(f"/v1/models/{model.id}/summarize", json={"inputs": "text"}))
+    assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"

@@ -6,7 +6,7 @@ from collections.abc import Hashable
 
 import pytest
 
-from serving.batcher import Batcher, BatchLimits, QueueFull
+from serving.batcher import Arrival, Batcher, BatchLimits, QueueFull
 
 
 class Recorder:
@@ -94,3 +94,20 @@ def test_a_failing_batch_fails_each_of_its_callers() -> None:
     batcher.close()
     assert all(isinstance(r, RuntimeError) for r in results)
     assert batcher.depth == 0
+
+
+def test_a_batch_waits_for_a_request_still_arriving() -> None:
+    recorder = Recorder()
+    batcher = Batcher(recorder, BatchLimits(max_batch_size=4, max_wait_ms=1, max_hold_ms=2000))
+
+    async def late(arrival: Arrival) -> list[tuple[str, object]]:
+        await asyncio.sleep(0.1)  # far beyond max_wait_ms: still being read (auth, tokenizing)
+        return await batcher.submit("k", ["late"], arrival)
+
+    async def scenario() -> None:
+        arrival = batcher.arriving()
+        await asyncio.gather(batcher.submit("k", ["early"]), late(arrival))
+
+    asyncio.run(scenario())
+    batcher.close()
+    assert recorder.calls == [("k", ["early", "late"])]
