@@ -24,6 +24,8 @@ TEXTS = ["a library for parsing debian control files", "command line tool to res
 IDENTITY = {"sha256": "0" * 64, "source": "test"}
 CASES = {
     "2bit-tensor": QuantizationSpec(weight_bits=2, embedding_bits=2),
+    # per-row ternary: the all-zero pad embedding row has alpha 0 (a zero scale)
+    "2bit-row": QuantizationSpec(weight_bits=2, embedding_bits=2, granularity="per_row"),
     "2bit-row-lsq": QuantizationSpec(
         weight_bits=2, embedding_bits=2, granularity="per_row", learned_scale=True
     ),
@@ -88,6 +90,8 @@ def test_loaded_artifact_reproduces_the_fake_quantized_student(
     with torch.no_grad():
         expected = student(**batch, decoder_input_ids=batch["input_ids"]).logits
         got = model(**batch, decoder_input_ids=batch["input_ids"]).logits
+    assert batch["attention_mask"].min() == 0  # padded rows go through the pad embedding
+    assert torch.isfinite(got).all()
     assert (got - expected).abs().max() <= 1e-4
     settings = {"max_new_tokens": 10, "min_new_tokens": 10, "num_beams": 1, "do_sample": False}
     assert torch.equal(model.generate(**batch, **settings), student.generate(**batch, **settings))

@@ -110,3 +110,16 @@ def test_row_lookup_refuses_a_per_tensor_quantizer() -> None:
     quantizer = WeightQuantizer(torch.randn(4, 4), 8, "per_tensor", 2.5, False)
     with pytest.raises(ValueError, match="per_row"):
         quantizer.quantize_rows(torch.randn(2, 4), torch.tensor([0, 1]), None)
+
+
+@pytest.mark.parametrize(("bits", "granularity"), [(2, "per_row"), (4, "per_tensor"), (8, "per_row")])
+def test_frozen_quantizer_returns_the_stored_codes_and_values(bits: int, granularity: str) -> None:
+    torch.manual_seed(SEED)
+    weight = torch.randn(6, 8)
+    weight[2] = 0.0  # an all-zero row: a zero ternary scale must not give NaN
+    stored = WeightQuantizer(weight, bits, granularity, 2.5, False).quantize(weight)
+    frozen = WeightQuantizer(weight, bits, granularity, 2.5, False)
+    frozen.freeze(stored.scale, stored.scheme)
+    again = frozen.quantize(stored.values())
+    assert torch.equal(again.codes, stored.codes)
+    assert_close(frozen(stored.values()), stored.values(), atol=0, rtol=0)

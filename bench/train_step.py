@@ -1,0 +1,160 @@
+"""Time a QAT training step against a plain fp32 step of the same student.
+
+A d_model-256 BART teacher (6-6, FFN 1024, vocab 8000) gives a 6-3 student; each variant runs
+forward (with labels) + backward + AdamW on the same batch, with repeats interleaved so that
+machine noise hits every variant alike. Both wall-clock and process CPU time are recorded: on a
+shared machine the CPU time is the steadier of the two. Prints a table and writes JSON.
+
+    python bench/train_step.py --out bench/results/train_step.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import BartConfig, BartForConditionalGeneration, PreTrainedModel
+
+from compression.recipe import QuantizationSpec, StudentSpec
+from compression.student import build_student
+from compression.swap import quantize_model
+
+VARIANTS: dict[str, QuantizationSpec | None] = {
+    "fp32": None,
+    "qat 8-8-8": QuantizationSpec(weight_bits=8, embedding_bits=8, activation_bits=8),
+    "qat 2-2-8": QuantizationSpec(weight_bits=2, embedding_bits=2, activation_bits=8),
+    "qat 2-2-8 per_row": QuantizationSpec(
+        weight_bits=2, embedding_bits=2, activation_bits=8, granularity="per_row"
+    ),
+    "qat 4-4-8 lsq": QuantizationSpec(weight_bits=4, embedding_bits=4, activation_bits=8, learned_scale=True),
+}
+
+
+def _teacher(d_model: int, vocab: int) -> PreTrainedModel:
+    config = BartConfig(
+        vocab_size=vocab,
+        d_model=d_model,
+        encoder_layers=6,
+        decoder_layers=6,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=4 * d_model,
+        decoder_ffn_dim=4 * d_model,
+        max_position_embeddings=256,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+    )
+    config._attn_implementation = "eager"
+    return BartForConditionalGeneration(config)
+
+
+def _batch(args: argparse.Namespace) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return {
+        "input_ids": torch.randint(3, args.vocab, (args.batch, args.src), generator=generator),
+        "attention_mask": torch.ones(args.batch, args.src, dtype=torch.long),
+        "labels": torch.randint(3, args.vocab, (args.batch, args.tgt), generator=generator),
+    }
+
+
+def _step(
+    model: PreTrainedModel, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]
+) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of one training step."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    model(**batch).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _summary(
+    wall: list[float], cpu: list[float], base_wall: list[float], base_cpu: list[float]
+) -> dict[str, Any]:
+    return {
+        "wall_min_s": min(wall),
+        "wall_median_s": statistics.median(wall),
+        "wall_ratio_to_fp32": statistics.median(wall) / statistics.median(base_wall),
+        "cpu_min_s": min(cpu),
+        "cpu_median_s": statistics.median(cpu),
+        "cpu_ratio_to_fp32": statistics.median(cpu) / statistics.median(base_cpu),
+        "wall_samples_s": wall,
+        "cpu_samples_s": cpu,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    student, _ = build_student(
+        _teacher(args.d_model, args.vocab), StudentSpec(encoder_layers=6, decoder_layers=3)
+    )
+    runs = {}
+    for name, spec in VARIANTS.items():
+        if name != "fp32" and args.only and name not in args.only:
+            continue
+        model = copy.deepcopy(student)
+        if spec is not None:
+            quantize_model(model, spec)
+        runs[name] = (model.train(), torch.optim.AdamW(model.parameters(), lr=1e-5))
+    batch = _batch(args)
+    wall: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    for repeat in range(args.warmup + args.repeats):
+        for name, (model, optimizer) in runs.items():
+            elapsed, used = _step(model, optimizer, batch)
+            if repeat >= args.warmup:
+                wall[name].append(elapsed)
+                cpu[name].append(used)
+    rows = {name: _summary(wall[name], cpu[name], wall["fp32"], cpu["fp32"]) for name in runs}
+    return {
+        "setup": {
+            k: getattr(args, k) for k in ("d_model", "vocab", "batch", "src", "tgt", "threads", "repeats")
+        }
+        | {
+            "student": "6-3 of a 6-6 teacher",
+            "parameters": sum(p.numel() for p in student.parameters()),
+            "torch": torch.__version__,
+            "machine": platform.processor() or platform.machine(),
+        },
+        "target_ratio": 1.3,
+        "variants": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--d-model", dest="d_model", type=int, default=256)
+    parser.add_argument("--vocab", type=int, default=8000)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--src", type=int, default=128)
+    parser.add_argument("--tgt", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", nargs="*", default=[], help="variants beside fp32 (default: all)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/train_step.json"))
+    args = parser.parse_args()
+    result = run(args)
+    print(f"{'variant':<20}{'wall min':>10}{'wall med':>10}{'x fp32':>8}{'cpu med':>10}{'x fp32':>8}")
+    for name, row in result["variants"].items():
+        print(
+            f"{name:<20}{row['wall_min_s']:>10.3f}{row['wall_median_s']:>10.3f}{row['wall_ratio_to_fp32']:>8.2f}"
+            f"{row['cpu_median_s']:>10.3f}{row['cpu_ratio_to_fp32']:>8.2f}"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
