@@ -249,9 +249,15 @@ def _sum_to_shape(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 def fake_quantize(
     x: torch.Tensor, bits: int, granularity: Granularity, clip: float, step: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Quantize-dequantize `x` with the straight-through gradient; bits 32 is the identity."""
+    """Quantize-dequantize `x` with the straight-through gradient; bits 32 is the identity.
+
+    Half-precision inputs (autocast, fp16 inference) are quantized in fp32: a 127/max scale
+    overflows fp16 once max|x| < 0.002.
+    """
     if bits == FULL_PRECISION_BITS:
         return x
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return fake_quantize(x.float(), bits, granularity, clip, step).to(x.dtype)
     if step is not None:
         return LsqFakeQuant.apply(x, step, bits)
     per_row = granularity == "per_row"

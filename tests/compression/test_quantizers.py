@@ -184,3 +184,13 @@ def test_all_zero_activation_gives_zeros_not_nan() -> None:
     q = fake_quantize_activation(x, 8, CLIP)
     q.sum().backward()
     assert torch.equal(q, torch.zeros(2, 3)) and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_input_is_quantized_in_fp32(dtype: torch.dtype) -> None:
+    x = torch.tensor([0.0011, -0.0004, 0.0002], dtype=dtype, requires_grad=True)
+    q = fake_quantize_activation(x, 8, CLIP)
+    q.sum().backward()
+    assert q.dtype == dtype and torch.isfinite(q).all()
+    assert_close(q.float(), fake_quantize_activation(x.detach().float(), 8, CLIP).to(dtype).float())
+    assert x.grad.dtype == dtype
