@@ -69,19 +69,21 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).float()
-        levels = max_level(self.act_bits)
+        count, levels = rows.shape[0], max_level(self.act_bits)
         if self.fixed_step is None:
-            rows = rows.clamp(-self.clip_val, self.clip_val)
-            step = rows.abs().amax() / levels
+            low, high = torch.aminmax(rows)
+            step = torch.maximum(-low, high).clamp(max=self.clip_val) / levels
+            limit = self.clip_val
         else:
-            step = torch.tensor(self.fixed_step)
-            rows = rows.clamp(-levels * self.fixed_step, levels * self.fixed_step)
-        # The kernel maps [min, max] onto 0..255: a range of +-127.5 steps puts its grid on ours.
-        edge = step * 127.5
-        pin = torch.zeros(1, self.in_features, dtype=rows.dtype)
-        pin[0, 0], pin[0, -1] = edge, -edge
-        out = torch.ops.quantized.linear_dynamic(torch.cat([rows, pin]), self._packed, False)
-        return out[:-1].reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+            step, limit = torch.tensor(self.fixed_step), levels * self.fixed_step
+        # The clipped input and one more row: the kernel maps [min, max] onto 0..255, and a range
+        # of +-127.5 steps puts its grid on ours.
+        padded = rows.new_empty((count + 1, self.in_features))
+        torch.clamp(rows, -limit, limit, out=padded[:count])
+        padded[count].zero_()
+        padded[count, 0], padded[count, -1] = step * 127.5, step * -127.5
+        out = torch.ops.quantized.linear_dynamic(padded, self._packed, False)
+        return out[:count].reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, act_bits={self.act_bits}"
