@@ -1,14 +1,15 @@
 """The inference ASGI app: `uvicorn --factory serving.app:create_app` on an inference host.
 
-The main API mounts the same app in embedded mode. Everything the app uses (model cache,
-batcher, metrics registry) is made here, per app, and hangs off `app.state`; the batcher starts
-on the first request, because a mounted app receives no lifespan events. A mounting app should
-call `app.state.serving.close()` on shutdown and serve `app.state.metrics_registry` on /metrics.
+Everything the app uses (model cache, batcher, metrics registry) is made here, per app, and
+hangs off `app.state`; the batcher starts on the first request, because a mounted app receives
+no lifespan events. A host app either mounts this app, or (as the main API does in embedded
+mode) includes `serving.routes.router` and sets its own `state.serving` to this app's
+`state.serving`; either way it should call `state.serving.close()` on shutdown and expose
+`state.metrics_registry` on its /metrics.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -53,27 +54,22 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     app.state.serving = service
     app.state.metrics_registry = registry
     install_error_handlers(app)
-    app.middleware("http")(_observe(service))
+    app.middleware("http")(_mark_arrivals(service))
     app.include_router(routes.router)
     app.add_api_route("/metrics", _metrics(registry), methods=["GET"], include_in_schema=False)
     app.add_api_route("/health", _health, methods=["GET"], include_in_schema=False)
     return app
 
 
-def _observe(service: InferenceService) -> Callable[[Request, Callable[[Request], Awaitable[Response]]],
+def _mark_arrivals(service: InferenceService) -> Callable[[Request, Callable[[Request], Awaitable[Response]]],
                                                     Awaitable[Response]]:
     async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
+        if request.method != "POST":
+            return await call_next(request)
         # Counted from the first byte: a batch waits briefly for requests still being read.
         with service.batcher.arriving() as arrival:
             request.state.arrival = arrival
-            response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", None)
-        if path and path.startswith(routes.router.prefix):
-            service.metrics.request_duration.labels(path, str(response.status_code)).observe(
-                time.perf_counter() - started)
-        return response
+            return await call_next(request)
 
     return middleware
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -63,6 +65,24 @@ async def _loaded(request: Request, key: str, model_id: str, task: str | None) -
         raise ApiError(500, "artifact_unreadable", f"model {model_id!r} cannot be served: {exc}") from None
 
 
+@contextmanager
+def _observed(service: InferenceService, request: Request) -> Iterator[None]:
+    """Request duration by route template and status, however the router is hosted."""
+    started, status = time.perf_counter(), 500
+    try:
+        yield
+        status = 200
+    except ApiError as exc:
+        status = exc.status
+        raise
+    except (InputTooLong, QueueFull) as exc:
+        status = 400 if isinstance(exc, InputTooLong) else 429
+        raise
+    finally:
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        service.metrics.request_duration.labels(route, str(status)).observe(time.perf_counter() - started)
+
+
 def _timing_headers(result: InferenceResult, started: float) -> dict[str, str]:
     total_ms = (time.perf_counter() - started) * 1000
     queue_ms, inference_ms = result.queue_s * 1000, result.inference_s * 1000
@@ -80,13 +100,19 @@ async def _infer(request: Request, key: str, model_id: str, body: InferenceReque
                  task: str) -> JSONResponse:
     started = time.perf_counter()
     service = _service(request)
+    # The inference app's middleware marks the arrival first; a host app that only includes
+    # this router gets it marked here.
+    arrival = getattr(request.state, "arrival", None) or service.batcher.arriving()
     try:
-        loaded = await _loaded(request, key, model_id, task)
-        result = await service.generate(loaded, body.texts, body.parameters, request.state.arrival)
+        with _observed(service, request):
+            loaded = await _loaded(request, key, model_id, task)
+            result = await service.generate(loaded, body.texts, body.parameters, arrival)
     except InputTooLong as exc:
         raise ApiError(400, "input_too_long", str(exc), f"inputs.{exc.index}") from None
     except QueueFull as exc:
         raise ApiError(429, "rate_limited", str(exc), None, {"Retry-After": str(exc.retry_after_s)}) from None
+    finally:
+        arrival.done()
     field = _OUTPUT_FIELD[task]
     content = [{field: output.text} for output in result.outputs]
     return JSONResponse(content, headers=_timing_headers(result, started))
@@ -107,8 +133,9 @@ async def translate(model_id: str, body: InferenceRequest, request: Request, key
 @router.get("/{model_id}/info")
 async def info(model_id: str, request: Request, key: ApiKey) -> dict[str, Any]:
     """How the model is served: the runtime form chosen on load, limits, defaults, batching."""
-    loaded = await _loaded(request, key, model_id, None)
     service = _service(request)
+    with _observed(service, request):
+        loaded = await _loaded(request, key, model_id, None)
     limits = service.batcher.limits
     return {
         "id": model_id,

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from serving import routes as serving_routes
 from serving.app import create_app
 from serving.batcher import BatchLimits
 from serving.generation import GenerationItem, encode, run_batch
@@ -201,3 +202,14 @@ def test_a_request_without_a_key_is_asked_for_one(app: FastAPI, stored_model: An
     model = stored_model()
     response = call(app, lambda c: c.post(f"/v1/models/{model.id}/summarize", json={"inputs": "text"}))
     assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_the_router_works_included_in_another_app(serving_settings: Settings, stored_model: Any) -> None:
+    inference = create_app(serving_settings)
+    host = FastAPI()
+    host.state.serving = inference.state.serving
+    host.include_router(serving_routes.router)
+    model = stored_model()
+    response = call(host, lambda c: post(c, model, "text"))
+    assert response.status_code == 200, response.text
+    assert metric(inference, "dqbart_inference_batch_size_count") == 1
