@@ -33,6 +33,7 @@ QUANTIZATION_FILE = "quantization.json"
 REPORT_FILE = "report.json"
 _STEP_SUFFIX = ".weight_quantizer.step"
 _INITIALIZED_SUFFIX = ".initialized"
+SCHEMES = ("symmetric", "ternary", "lsq")
 
 
 def pack(
@@ -203,15 +204,24 @@ def load(
         raise ModelError("artifact", f"cannot read the config or tokenizer: {exc}") from None
     config._attn_implementation = "eager"
     model = model_class(config, "artifact")(config)
-    spec = QuantizationSpec.model_validate(manifest["quantization"])
-    quantize_model(model, spec)
-    state, scales = _state_from_file(path / WEIGHTS_FILE, manifest, model)
-    model.load_state_dict(state)
-    for key, quantizer in quantized_weights(model).items():
-        quantizer.freeze(_stored(scales, key), manifest["tensors"][key]["scheme"])
+    try:
+        _restore(model, path / WEIGHTS_FILE, manifest)
+    except ModelError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise ModelError("artifact", f"malformed {QUANTIZATION_FILE}: {exc}") from None
     if (path / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(str(path))
     return model.to(device).eval(), tokenizer
+
+
+def _restore(model: PreTrainedModel, file: Path, manifest: dict[str, Any]) -> None:
+    """Quantize `model` as the manifest says, load the stored tensors, and pin each weight's grid."""
+    quantize_model(model, QuantizationSpec.model_validate(manifest["quantization"]))
+    state, scales = _state_from_file(file, manifest, model)
+    model.load_state_dict(state)
+    for key, quantizer in quantized_weights(model).items():
+        quantizer.freeze(_stored(scales, key), manifest["tensors"][key]["scheme"])
 
 
 def _state_from_file(
@@ -227,6 +237,8 @@ def _state_from_file(
     values = {key: tensor for key, tensor in stored.items() if key in manifest["full_precision"]}
     scales: dict[str, torch.Tensor] = {}
     for key, scheme in manifest["tensors"].items():
+        if scheme["scheme"] not in SCHEMES:
+            raise ModelError("artifact", f"{key}: unknown scheme {scheme['scheme']!r} (one of {SCHEMES})")
         codes = unpack_codes(_stored(stored, scheme["codes"]), scheme["bits"], tuple(scheme["shape"]))
         scales[key] = _stored(stored, scheme["scale"])
         values[key] = dequantize(codes, scales[key], scheme["scheme"])

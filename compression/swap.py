@@ -53,7 +53,7 @@ def _is_layer_linear(module: nn.Module, name: str) -> bool:
     return type(module) is nn.Linear and ".layers." in name
 
 
-def _is_attention(module: nn.Module, name: str) -> bool:
+def _is_attention(module: nn.Module) -> bool:
     return all(hasattr(module, p) for p in _PROJECTIONS) and hasattr(module, "config")
 
 
@@ -83,7 +83,7 @@ def quantize_model(model: PreTrainedModel, spec: QuantizationSpec) -> PreTrained
     )
     _quantize_embeddings(model, spec)
     for module in model.modules():
-        if _is_attention(module, ""):
+        if _is_attention(module):
             device = module.q_proj.weight.device
             module.attention_quantizers = AttentionQuantizers(spec.activation_bits, clip, learned, device)
             module.config = copy.copy(module.config)

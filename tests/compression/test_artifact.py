@@ -245,6 +245,22 @@ def test_load_refuses_a_weights_file_missing_a_tensor(packed_2bit: Path, tmp_pat
         load(out)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("quantization", {"weight_bits": 3}), ("tensors", {"model.shared.weight": {"bits": 2}})],
+)
+def test_load_refuses_a_malformed_manifest_entry(
+    packed_2bit: Path, tmp_path: Path, field: str, value: object
+) -> None:
+    out = _copy(packed_2bit, tmp_path)
+    manifest = json.loads((out / "quantization.json").read_text())
+    manifest[field] = value
+    (out / "quantization.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError) as info:
+        load(out)
+    assert info.value.param == "artifact"
+
+
 def _copy(src: Path, tmp_path: Path) -> Path:
     out = tmp_path / "copy"
     out.mkdir()
