@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     STORAGE_LIMIT_BYTES: int | None = None
     # Inference (serving/): dynamic batching and the in-memory model cache.
     SERVING_MAX_BATCH_SIZE: int = 16
-    SERVING_MAX_WAIT_MS: float = 50.0  # small against a CPU batch (seconds); lets arrivals join
+    SERVING_MAX_WAIT_MS: float = 50.0  # small against a CPU batch; requests being read extend it
     SERVING_MAX_QUEUE: int = 256  # inputs waiting; beyond it requests get 429
     SERVING_CACHE_BYTES: int = 4 * GIB
 
