@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
@@ -28,8 +29,17 @@ Upload a teacher (`POST /v1/models`) and a dataset (`POST /v1/datasets`), submit
 """
 
 
+# Sync routes and dependencies, and the serialization of a sync route's answer, each take a worker
+# thread, and a request keeps its database connection until its answer is serialized. With fewer
+# threads than requests in flight, requests holding every pooled connection wait for threads while
+# the threads wait for connections: a burst of 300 requests wedged the API for minutes. With more
+# threads than requests in flight (`dqbart api` caps those below this), nobody waits for a thread.
+WORKER_THREADS = 1000
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     yield
     app.state.serving.close()
 
