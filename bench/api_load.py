@@ -204,7 +204,7 @@ async def run_step(base: str, key: str, job_ids: list[str], workload: str, rate:
     client = KeepAliveClient(int(base.rsplit(":", 1)[1]), key)
     try:
         for _ in range(8):  # warm connections (and the server's pool) before the clock starts
-            await client.get("/v1/jobs?limit=1")
+            await asyncio.wait_for(client.get("/v1/jobs?limit=1"), REQUEST_TIMEOUT_S)
         total = int(rate * seconds)
         tasks = []
         start = time.perf_counter()
@@ -268,8 +268,11 @@ def main() -> int:
         key, job_ids = seed(settings, args.jobs, args.tenants)
         forget_engines(close=True)  # the scratch database is dropped at the end: no pooled connection stays
         with api_server(url, Path(tmp), args.workers) as base:
-            steps = [asyncio.run(run_step(base, key, job_ids, workload, rate, args.seconds))
-                     for workload in args.workloads for rate in args.rates]
+            steps = []
+            for workload in args.workloads:
+                for rate in args.rates:
+                    steps.append(asyncio.run(run_step(base, key, job_ids, workload, rate, args.seconds)))
+                    print(f"{workload} at {rate}/s: p99 {steps[-1].p99_ms} ms", flush=True)
     print_table(steps)
     verdict = target_verdict(steps)
     print(f"\ntarget: p99 <= {TARGET['p99_ms']} ms for {TARGET['workload']} polls at {TARGET['rate']} req/s: "
