@@ -30,12 +30,22 @@ def _service(request: Request) -> InferenceService:
     return request.app.state.serving
 
 
-def _api_key(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
-    """The bearer key; checked against the store with the model lookup (store.tenants)."""
+async def _api_key(request: Request, model_id: str,
+                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+    """The bearer key, checked against the store (store.tenants) before the body is read, so a
+    bad key answers 401 whatever the request holds. The lookup is cached for the route."""
     if credentials is None:
         raise ApiError(401, "invalid_api_key", "missing API key: send `Authorization: Bearer <key>`",
                        headers={"WWW-Authenticate": "Bearer"})
-    return credentials.credentials
+    key = credentials.credentials
+    service = _service(request)
+    if service.cached_record(key=key, model_id=model_id) is None:
+        try:
+            await run_in_threadpool(service.lookup, key=key, model_id=model_id)
+        except UnknownKey:
+            raise ApiError(401, "invalid_api_key", "unknown or revoked API key",
+                           headers={"WWW-Authenticate": "Bearer"}) from None
+    return key
 
 
 ApiKey = Annotated[str, Depends(_api_key)]
