@@ -58,7 +58,8 @@ def test_postgres_restart_during_a_run_is_retried_and_the_job_finishes(deploymen
     settings, installation, postgres = deployment.settings, deployment.installation, deployment.postgres
     assert postgres is not None
     log = deployment.folder / "worker.log"
-    job_id = installation.submit(installation.recipe(training={"max_steps": 8, "checkpoint_every": 2}))
+    # Long enough after the first checkpoint that the database is down before training ends.
+    job_id = installation.submit(installation.recipe(training={"max_steps": 40, "checkpoint_every": 2}))
     deployment.send(job_id)
     # Heartbeats fail while the database is down; the job must not be presumed dead meanwhile.
     with running_worker(settings, log, STALE_AFTER_SECONDS="120"):
