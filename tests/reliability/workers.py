@@ -110,6 +110,15 @@ def job_status(settings: Settings, job_id: str) -> str | None:
         return None
 
 
+def holder_pid(settings: Settings, job_id: str) -> int:
+    """The PID of the worker process holding the job (worker ids are "host:pid:random")."""
+    with session_scope(settings) as session:
+        job = jobs.get_job(session, tenant_id=None, job_id=job_id)
+        if job is None or job.worker_id is None:
+            raise LookupError(f"job {job_id} is not held")
+        return int(job.worker_id.split(":")[1])
+
+
 def checkpoint_count(settings: Settings, job_id: str) -> int:
     with session_scope(settings) as session:
         query = select(func.count()).select_from(Checkpoint).where(Checkpoint.job_id == job_id)
