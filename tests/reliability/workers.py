@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import func, select
 
@@ -134,8 +133,3 @@ def model_blobs(settings: Settings, tenant_id: str) -> list[str]:
 def finished(settings: Settings, job_id: str) -> Callable[[], bool]:
     return lambda: job_status(settings, job_id) in ("succeeded", "failed", "cancelled", "user_error")
 
-
-def job_summary(settings: Settings, job_id: str) -> dict[str, Any]:
-    record = job_record(settings, job_id)
-    return {"status": record.status, "attempts": record.attempts, "error": record.error,
-            "events": record.event_kinds}
