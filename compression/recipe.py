@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from compression.errors import RecipeError
 
@@ -146,52 +146,35 @@ class DistillationSpec(_Strict):
 
 
 class TrainingSpec(_Strict):
-    epochs: int = 3
-    max_steps: int | None = None  # optimizer steps; overrides epochs when set
-    lr: float = 3.0e-5
-    weight_decay: float = 0.0
-    batch_size: int = 16
-    grad_accum: int = 1
-    warmup_ratio: float = 0.05
-    max_grad_norm: float | None = 1.0
+    # Bounds live on the fields, so an error names the exact field (e.g. training.lr).
+    epochs: int = Field(3, ge=1)
+    max_steps: int | None = Field(None, ge=1)  # optimizer steps; overrides epochs when set
+    lr: float = Field(3.0e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
     seed: int = 28
-    max_source_length: int = 512
-    max_target_length: int = 64
-    eval_every: int | None = None  # steps; None = once per epoch
-    checkpoint_every: int | None = 200  # steps; None = once per epoch
-    log_every: int = 10
-
-    @model_validator(mode="after")
-    def _positive(self) -> TrainingSpec:
-        counts = ("epochs", "batch_size", "grad_accum", "max_source_length", "max_target_length", "log_every")
-        for name in counts:
-            if getattr(self, name) < 1:
-                raise ValueError(f"training.{name} must be >= 1")
-        for name in ("max_steps", "eval_every", "checkpoint_every"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"training.{name} must be >= 1 or null")
-        if self.lr <= 0:
-            raise ValueError("training.lr must be > 0")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError("training.warmup_ratio must be in [0, 1)")
-        return self
+    max_source_length: int = Field(512, ge=1)
+    max_target_length: int = Field(64, ge=1)
+    eval_every: int | None = Field(None, ge=1)  # steps; None = once per epoch
+    checkpoint_every: int | None = Field(200, ge=1)  # steps; None = once per epoch
+    log_every: int = Field(10, ge=1)
 
 
 class EvaluationSpec(_Strict):
-    num_beams: int = 4
-    max_length: int = 62
-    min_length: int = 0
+    num_beams: int = Field(4, ge=1)
+    max_length: int = Field(62, ge=1)
+    min_length: int = Field(0, ge=0)
     length_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
-    batch_size: int = 32
+    no_repeat_ngram_size: int = Field(0, ge=0)
+    batch_size: int = Field(32, ge=1)
 
     @model_validator(mode="after")
     def _lengths(self) -> EvaluationSpec:
-        if self.num_beams < 1 or self.max_length < 1 or self.batch_size < 1:
-            raise ValueError("evaluation.num_beams, max_length and batch_size must be >= 1")
-        if not 0 <= self.min_length <= self.max_length:
-            raise ValueError("evaluation.min_length must be in [0, max_length]")
+        if self.min_length > self.max_length:
+            raise ValueError("evaluation.min_length must not exceed evaluation.max_length")
         return self
 
 

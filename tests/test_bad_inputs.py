@@ -155,7 +155,7 @@ CASES = [
              lambda w: w.post_job(w.recipe(teacher={"model": w.ids["stranger_model"]}))),
     BadInput("recipe: another tenant's dataset", 400, INVALID, "dataset.dataset",
              lambda w: w.post_job(w.recipe(dataset={"dataset": w.ids["stranger_dataset"]}))),
-    BadInput("recipe: negative learning rate", 400, INVALID, "training",
+    BadInput("recipe: negative learning rate", 400, INVALID, "training.lr",
              lambda w: w.post_job(w.recipe(training={"lr": -1.0}))),
     # datasets (POST /v1/datasets)
     BadInput("dataset: empty file", 400, INVALID, "file", lambda w: w.post_dataset(b"")),
