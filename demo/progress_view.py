@@ -20,9 +20,11 @@ def _describe(event: dict[str, Any]) -> str | None:
     if kind == "message" and event.get("message"):
         return str(event["message"])
     data = event.get("data") or {}
-    evals = {k: v for k, v in data.items() if isinstance(k, str) and k.startswith("eval/")}
+    values = data.get("metrics", data)  # metrics events carry {"step": N, "metrics": {...}}
+    evals = {k: v for k, v in values.items() if isinstance(k, str) and k.startswith("eval/")}
     if kind == "metrics" and evals:
-        return "  ".join(f"{k.removeprefix('eval/')}={float(v):.4f}" for k, v in sorted(evals.items()))
+        scores = "  ".join(f"{k.removeprefix('eval/')}={float(v):.2f}" for k, v in sorted(evals.items()))
+        return f"evaluation at step {data.get('step', '?')}: {scores}"
     return None
 
 
