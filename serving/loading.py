@@ -19,7 +19,9 @@ from sqlalchemy.orm import Session
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from compression.artifact import QUANTIZATION_FILE, load
-from compression.runtime import Form, RuntimeInfo, model_bytes, optimize_for_inference
+from compression.recipe import TeacherSpec
+from compression.runtime import Form, RuntimeInfo, model_bytes, optimize_for_inference, resolve_device
+from compression.teacher import load_teacher
 from store import catalog
 from store.blobs import BlobStore, sha256_file
 
@@ -108,7 +110,14 @@ def load_model(record: ModelRecord, blobs: BlobStore, cache_root: Path, *, devic
                form: Form = "auto") -> LoadedModel:
     started = time.perf_counter()
     folder = unpack_artifact(blobs.path_of(record.blob_key), record.sha256, cache_root)
-    model, tokenizer = load(folder)
+    if (folder / QUANTIZATION_FILE).is_file():
+        model, tokenizer = load(folder)
+    else:
+        # An uploaded or fine-tuned teacher: a plain HF directory, served in full precision so
+        # that users can compare it with its compressed students through the same endpoint.
+        model, tokenizer = load_teacher(TeacherSpec(path=str(folder)))
+        # No quantized layers to run on int8 kernels: fp32 on the CPU, fp16 on CUDA.
+        form = "fp16" if resolve_device(device).startswith("cuda") else "reference"
     model, runtime = optimize_for_inference(model, device=device, form=form)
     recipe = _recipe(folder)
     return LoadedModel(
@@ -125,6 +134,8 @@ def load_model(record: ModelRecord, blobs: BlobStore, cache_root: Path, *, devic
 
 
 def _recipe(folder: Path) -> dict[str, Any]:
+    if not (folder / QUANTIZATION_FILE).is_file():
+        return {}
     manifest = json.loads((folder / QUANTIZATION_FILE).read_text(encoding="utf-8"))
     recipe = manifest.get("recipe")
     return recipe if isinstance(recipe, dict) else {}

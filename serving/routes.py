@@ -62,9 +62,6 @@ async def _loaded(request: Request, key: str, model_id: str, task: str | None) -
                            headers={"WWW-Authenticate": "Bearer"}) from None
     if record is None:
         raise not_found("model", model_id)
-    if record.source != "compression":
-        raise ApiError(400, "unsupported_model", f"model {model_id!r} is an upload; only compressed models "
-                       "are served", "id")
     if task is not None and record.task not in (None, task):
         raise ApiError(400, "unsupported_task", f"model {model_id!r} is a {record.task} model", "id")
     try:

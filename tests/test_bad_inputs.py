@@ -236,8 +236,8 @@ CASES = [
              lambda w: w.summarize({"inputs": "text", "parameters": {"temperature": 0.7}})),
     BadInput("summarize: min_length above max_length", 422, SCHEMA, "parameters",
              lambda w: w.summarize({"inputs": "text", "parameters": {"min_length": 9, "max_length": 3}})),
-    BadInput("summarize: an uploaded (uncompressed) model", 400, "unsupported_model", "id",
-             lambda w: w.summarize({"inputs": "text"})),
+    BadInput("summarize: a dataset id in place of a model", 404, MISSING, "id",
+             lambda w: w.summarize({"inputs": "text"}, model="dataset")),
     BadInput("summarize: another tenant's model", 404, MISSING, "id",
              lambda w: w.summarize({"inputs": "text"}, model="stranger_model")),
 ]

@@ -49,8 +49,8 @@ class StoredModel:
 
 
 def store_artifact(settings: Settings, artifact_dir: Path, *, task: str | None = "summarization",
-                   tenant_name: str | None = None) -> StoredModel:
-    """A tenant with a key, and a compressed model row whose .tar lies in the blob store."""
+                   tenant_name: str | None = None, source: str = "compression") -> StoredModel:
+    """A tenant with a key, and a model row (compressed by default) whose .tar lies in the blob store."""
     tar_path = artifact_dir.parent / f"{artifact_dir.name}-{uuid.uuid4().hex[:6]}.tar"
     with tarfile.open(tar_path, "w") as tar:
         tar.add(artifact_dir, arcname="model")
@@ -60,7 +60,7 @@ def store_artifact(settings: Settings, artifact_dir: Path, *, task: str | None =
         model_id = new_id("mdl")
         blob = LocalBlobStore(settings.artifact_dir).put_file(f"{tenant.id}/models/{model_id}.tar", tar_path)
         catalog.create_model(session, model_id=model_id, tenant_id=tenant.id, name="student",
-                             source="compression", architecture="BartForConditionalGeneration",
+                             source=source, architecture="BartForConditionalGeneration",
                              layers={"encoder": 2, "decoder": 1}, parameters=0, blob=blob, task=task)
         return StoredModel(id=model_id, headers={"Authorization": f"Bearer {key}"}, tenant_id=tenant.id)
 

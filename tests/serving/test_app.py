@@ -67,6 +67,15 @@ def test_translate_answers_translation_text(app: FastAPI, stored_model: Any) -> 
     assert response.status_code == 200 and list(response.json()[0]) == ["translation_text"]
 
 
+def test_an_uploaded_teacher_is_served_in_full_precision(app: FastAPI, serving_settings: Any,
+                                                        tiny_teacher_dir: Any) -> None:
+    model = store_artifact(serving_settings, tiny_teacher_dir, task=None, source="upload")
+    response = call(app, lambda c: post(c, model, ["first text", "second text"]))
+    assert response.status_code == 200, response.text
+    info = call(app, lambda c: c.get(f"/v1/models/{model.id}/info", headers=model.headers))
+    assert info.json()["runtime"]["form"] == "reference"
+
+
 def test_a_model_of_another_task_is_refused(app: FastAPI, stored_model: Any) -> None:
     model = stored_model(task="summarization")
     response = call(app, lambda c: post(c, model, "Hello", route="translate"))
