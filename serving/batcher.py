@@ -96,7 +96,8 @@ class Batcher(Generic[Item, Result]):
         self._pending: dict[Hashable, deque[_Pending]] = {}
         self._depth = 0
         self._arriving = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        # Made on first use, so a batcher closed by one app lifespan works again in the next.
+        self._executor: ThreadPoolExecutor | None = None
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -132,7 +133,9 @@ class Batcher(Generic[Item, Result]):
     def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     def _ensure_running(self) -> asyncio.Event:
         # Started lazily in the serving loop: a mounted app gets no lifespan events, and a
@@ -207,6 +210,8 @@ class Batcher(Generic[Item, Result]):
         loop = asyncio.get_running_loop()
         key, items = batch[0].key, [entry.item for entry in batch]
         try:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
             results = await loop.run_in_executor(self._executor, self._run_batch, key, items)
         except Exception as exc:  # every caller of the batch gets the failure
             for entry in batch:

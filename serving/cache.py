@@ -42,7 +42,8 @@ class ModelCache(Generic[Value]):
         self._entries: OrderedDict[str, Loaded[Value]] = OrderedDict()
         self._loading: dict[str, Future[Loaded[Value]]] = {}
         self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
+        # Made on first use, so a cache closed by one app lifespan works again in the next.
+        self._executor: ThreadPoolExecutor | None = None
 
     @property
     def used_bytes(self) -> int:
@@ -67,13 +68,17 @@ class ModelCache(Generic[Value]):
                 return entry.value
             future = self._loading.get(key)
             if future is None:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
                 future = self._executor.submit(self._load, key)
                 self._loading[key] = future
         return (await asyncio.wrap_future(future)).value
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
         with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
             self._entries.clear()
 
     def _load(self, key: str) -> Loaded[Value]:

@@ -49,14 +49,16 @@ def fuzzer(fuzz_app: FastAPI, tiny_teacher_dir: Path) -> Fuzzer:
         tenant = tenants.create_tenant(session, name="fuzzer")
         key = tenants.create_key(session, tenant_id=tenant.id)[1]
     headers = {"Authorization": f"Bearer {key}"}
-    with TestClient(fuzz_app) as client:
-        model = client.post("/v1/models", headers=headers, files={
-            "file": ("t.tar", hostile.tar_of(hostile.teacher_files(tiny_teacher_dir)))}).json()["id"]
-        dataset = client.post("/v1/datasets", headers=headers,
-                              files={"file": ("d.jsonl", hostile.jsonl(4))}).json()["id"]
-        recipe = {"teacher": {"model": model},
-                  "dataset": {"dataset": dataset, "source_field": "document", "target_field": "summary"}}
-        job = client.post("/v1/jobs", headers=headers, json=recipe).json()["id"]
+    # No `with`: the app's lifespan is already running (fuzz_app); a second one would close its
+    # inference service on exit, under the fuzzer's feet.
+    client = TestClient(fuzz_app)
+    model = client.post("/v1/models", headers=headers, files={
+        "file": ("t.tar", hostile.tar_of(hostile.teacher_files(tiny_teacher_dir)))}).json()["id"]
+    dataset = client.post("/v1/datasets", headers=headers,
+                          files={"file": ("d.jsonl", hostile.jsonl(4))}).json()["id"]
+    recipe = {"teacher": {"model": model},
+              "dataset": {"dataset": dataset, "source_field": "document", "target_field": "summary"}}
+    job = client.post("/v1/jobs", headers=headers, json=recipe).json()["id"]
     return Fuzzer(key=key, path_ids={"model_id": model, "dataset_id": dataset, "job_id": job})
 
 
