@@ -133,15 +133,3 @@ def extract_archive(archive: Path, dest: Path, *, max_bytes: int) -> None:
                 total += _write_member(member, dest, max_bytes - total)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, NotADirectoryError) as exc:
         raise ArchiveError(f"damaged archive ({exc})") from None
-
-
-def write_tar(src_dir: Path, out: Path) -> None:
-    """Pack the files below `src_dir` into a plain tar with stable order and metadata."""
-    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
-        for path in sorted(p for p in src_dir.rglob("*") if p.is_file()):
-            info = tarfile.TarInfo(path.relative_to(src_dir).as_posix())
-            info.size = path.stat().st_size
-            info.mode = 0o644
-            with open(path, "rb") as f:
-                tf.addfile(info, f)
-

@@ -13,12 +13,12 @@ from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
-from api.archives import extract_archive, write_tar
+from api.archives import extract_archive
 from api.contents import check_model_dir, find_model_root, summarize_dataset
 from api.errors import ApiError
 from api.uploads import Upload
 from store import catalog
-from store.blobs import BlobStore, StoredBlob
+from store.blobs import BlobStore, StoredBlob, write_tar
 from store.ids import new_id
 from store.models import Dataset, Model, Tenant
 from store.settings import Settings

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -148,3 +149,15 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_tar(src_dir: Path, out: Path) -> None:
+    """Pack the files below `src_dir` into a plain tar, in a stable order with fixed metadata, so the
+    same files give the same bytes (and the same sha256)."""
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(p for p in src_dir.rglob("*") if p.is_file()):
+            info = tarfile.TarInfo(path.relative_to(src_dir).as_posix())
+            info.size = path.stat().st_size
+            info.mode = 0o644
+            with open(path, "rb") as f:
+                tar.addfile(info, f)

@@ -7,7 +7,6 @@ a job is never succeeded without its model, and a model never appears without it
 from __future__ import annotations
 
 import json
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from compression.recipe import Recipe
 from store import jobs
-from store.blobs import BlobStore
+from store.blobs import BlobStore, write_tar
 from store.ids import new_id
 from store.models import Artifact, Model
 
@@ -26,18 +25,6 @@ class ModelSummary:
     architecture: str
     layers: dict[str, int]
     parameters: int
-
-
-def write_tar(src_dir: Path, out: Path) -> None:
-    """Pack the files below `src_dir` into a plain tar, in a stable order with fixed metadata, so the
-    same files give the same bytes (and the same sha256)."""
-    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(p for p in src_dir.rglob("*") if p.is_file()):
-            info = tarfile.TarInfo(path.relative_to(src_dir).as_posix())
-            info.size = path.stat().st_size
-            info.mode = 0o644
-            with open(path, "rb") as f:
-                tar.addfile(info, f)
 
 
 def summarize_artifact(artifact_dir: Path, report: dict[str, Any]) -> ModelSummary:

@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 
 from store import catalog, jobs
-from store.blobs import LocalBlobStore
+from store.blobs import LocalBlobStore, write_tar
 from store.db import session_scope
 from store.ids import new_id
 from store.settings import Settings
 from store.tenants import create_tenant
 from tests.services import migrated_database
-from worker.results import write_tar
 
 
 @dataclass(frozen=True)
