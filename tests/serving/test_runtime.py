@@ -8,13 +8,21 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoTokenizer
 
 from compression.artifact import load
 from compression.evaluate import rouge
-from compression.modules import QuantLinear
-from compression.runtime import Int8Linear, model_bytes, optimize_for_inference
+from compression.modules import AttentionQuantizers, QuantLinear, quantized_eager_attention
+from compression.runtime import (
+    INT8_ATTENTION_MIN_QUERIES,
+    INTEGER_CODE_ATTENTION,
+    Int8Linear,
+    integer_code_attention,
+    model_bytes,
+    optimize_for_inference,
+)
 from tests.serving.conftest import pack_student
 from tests.tiny import SAMPLE_DIR
 
@@ -33,6 +41,70 @@ def test_int8_linear_matches_the_fake_quantized_linear(bits: int, granularity: s
                           reference.activation_quantizer)
         torch.testing.assert_close(fast(x), reference(x), atol=1e-4, rtol=1e-5)
     assert torch.equal(expected, reference(x))
+
+
+class _Attention(nn.Module):
+    """What the attention functions read from an attention module: its quantizers and mode."""
+
+    def __init__(self, bits: int, learned: bool) -> None:
+        super().__init__()
+        self.attention_quantizers = AttentionQuantizers(bits, 2.5, learned)
+
+
+def _attention_inputs(queries: int, keys: int = 40) -> tuple[torch.Tensor, ...]:
+    """Q and K past the clip (so clamping matters), V inside it, and keys padded per batch row."""
+    torch.manual_seed(7)
+    batch, heads, dim = 3, 2, 16
+    query = torch.randn(batch, heads, queries, dim) * 3
+    key = torch.randn(batch, heads, keys, dim) * 3
+    value = torch.randn(batch, heads, keys, dim) * 0.5
+    lengths = torch.tensor([keys, keys - 9, 5])
+    padded = torch.arange(keys)[None, :] >= lengths[:, None]
+    lowest = torch.finfo(torch.float32).min
+    mask = torch.zeros(batch, 1, queries, keys).masked_fill(padded[:, None, None, :], lowest)
+    return query, key, value, mask
+
+
+def _agreement(got: torch.Tensor, expected: torch.Tensor) -> float:
+    """Share of elements equal up to float rounding (a rounding tie may flip a rare code)."""
+    return torch.isclose(got, expected, rtol=1e-4, atol=1e-5).float().mean().item()
+
+
+@pytest.mark.parametrize("queries", [1, INT8_ATTENTION_MIN_QUERIES + 8])  # a decoding step, an encoder
+@pytest.mark.parametrize("bits,learned", [(8, False), (4, False), (2, False), (8, True), (4, True)])
+def test_integer_code_attention_matches_the_reference(bits: int, learned: bool, queries: int) -> None:
+    module = _Attention(bits, learned).eval()
+    query, key, value, mask = _attention_inputs(queries)
+    with torch.inference_mode():
+        expected = quantized_eager_attention(module, query, key, value, mask)[0]  # sets learned steps
+        got, probs = integer_code_attention(module, query, key, value, mask)
+        unquantized = F.softmax(query @ key.transpose(2, 3) / 4 + mask, dim=-1) @ value
+    assert probs is None and got.shape == expected.shape
+    assert _agreement(got, expected) >= 0.99
+    assert _agreement(unquantized.transpose(1, 2), expected) < 0.5  # the tolerance sees quantization
+
+
+def test_integer_code_attention_quantizes_a_tensor_once_while_it_lives() -> None:
+    module = _Attention(8, False).eval()
+    query, key, value, _ = _attention_inputs(1)
+    with torch.inference_mode():
+        first = integer_code_attention(module, query, key, value, None)[0]
+        again = integer_code_attention(module, query, key, value, None)[0]  # cross-attention's next step
+        other_key, other_value = key.flip(2), value * 3
+        other = integer_code_attention(module, query, other_key, other_value, None)[0]
+        expected = quantized_eager_attention(module, query, other_key, other_value, None)[0]
+    assert torch.equal(first, again)
+    assert _agreement(other, expected) >= 0.99 and _agreement(other, first) < 0.5
+
+
+def test_integer_code_attention_in_training_is_the_reference() -> None:
+    module = _Attention(8, False).train()
+    query, key, value, mask = _attention_inputs(INT8_ATTENTION_MIN_QUERIES)
+    torch.manual_seed(0)
+    expected = quantized_eager_attention(module, query, key, value, mask)
+    torch.manual_seed(0)
+    got = integer_code_attention(module, query, key, value, mask)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
 
 
 def _validation_sample() -> tuple[list[str], list[str]]:
@@ -61,6 +133,8 @@ def test_fast_path_agrees_with_the_reference_path(diverse_teacher: Path, tmp_pat
     documents, summaries = _validation_sample()
     expected, got = _greedy(reference, tokenizer, documents), _greedy(fast, tokenizer, documents)
     assert info.form == "int8_dynamic" and info.int8_layers > 0
+    attention = {m.config._attn_implementation for m in fast.modules() if hasattr(m, "attention_quantizers")}
+    assert attention == {INTEGER_CODE_ATTENTION}
     assert len(set(expected)) > SAMPLE_SIZE // 8  # the sample tells inputs apart
     identical = sum(a == b for a, b in zip(expected, got, strict=True)) / len(expected)
     assert identical >= 0.95
