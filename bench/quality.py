@@ -25,6 +25,8 @@ from typing import Any
 import torch
 
 from compression import ProgressEvent, Recipe
+from compression.data import read_records
+from compression.evaluate import InputDependence, input_dependence
 from compression.pipeline import compress, finetune
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,6 +40,10 @@ OPTIONS = {
 LAYER_PLANS = ("6-6", "6-3", "3-1")
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 BIT_WIDTHS = ("8-8-8", "4-4-8", "2-2-8")
+# Below this many nats of cross-entropy gained from the right documents, the teacher writes one
+# generic synopsis for every input and no row measures compression (docs/results/quality-v2).
+MIN_INPUT_GAP = 0.05
+CHECK_RECORDS = 64
 
 
 @dataclass(frozen=True)
@@ -178,7 +184,7 @@ def load_done(path: Path) -> dict[str, RowResult]:
     return {row.name: row for row in rows}
 
 
-def run_all(configs: list[Config], s: BenchSettings, command: str) -> list[RowResult]:
+def run_all(configs: list[Config], s: BenchSettings, command: str, check: InputDependence) -> list[RowResult]:
     done_path = s.out / "rows.jsonl"
     done = load_done(done_path)
     rows = []
@@ -194,7 +200,7 @@ def run_all(configs: list[Config], s: BenchSettings, command: str) -> list[RowRe
         print(f"    rougeLsum {row.metrics.get('rougeLsum', float('nan')):.2f}  bytes {row.bytes:,}  "
               f"ratio {row.compression_ratio:.1f}x  ({row.seconds:.0f} s)", flush=True)
         rows.append(row)
-        write_outputs(rows, s, command)  # partial results are readable while the rest runs
+        write_outputs(rows, s, command, check)  # partial results are readable while the rest runs
     return rows
 
 
@@ -206,7 +212,8 @@ def train_teacher(s: BenchSettings, steps: int, quick: bool, init: Path | None, 
     initial = init or build_teacher(out.with_name(out.name + "-init"), QUICK_SHAPE if quick else DEMO_SHAPE)
     recipe = Recipe.from_dict(merge(base_recipe(BenchSettings(**{**asdict(s), "teacher": initial})), {
         "method": "finetune",
-        "teacher_training": {"max_steps": steps, "lr": 2.0e-3, "batch_size": s.batch_size,
+        # lr 5e-4 with demo/teacher.py's init_std 0.05: higher rates collapse a from-scratch encoder
+        "teacher_training": {"max_steps": steps, "lr": 5.0e-4, "batch_size": s.batch_size,
                              "warmup_ratio": 0.03, "weight_decay": 0.01,
                              "max_source_length": s.max_source_length,
                              "max_target_length": s.max_target_length, "eval_every": max(1, steps // 3),
@@ -280,8 +287,31 @@ def target_checks(teacher: RowResult, rows: list[RowResult]) -> list[str]:
     return lines
 
 
-def markdown(teacher: RowResult, rows: list[RowResult], command: str, front: set[str]) -> str:
+def check_teacher(s: BenchSettings) -> InputDependence:
+    """The teacher's loss on validation pairs with the right documents and with shuffled ones."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    records = read_records(s.validation, "document", "summary", param="--validation")[:CHECK_RECORDS]
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(s.teacher))
+    tokenizer = AutoTokenizer.from_pretrained(str(s.teacher))
+    return input_dependence(model, tokenizer, records, max_source_length=s.max_source_length,
+                            max_target_length=s.max_target_length)
+
+
+def teacher_check_lines(check: InputDependence) -> list[str]:
+    lines = [f"Teacher input check ({CHECK_RECORDS} validation pairs): cross-entropy "
+             f"{check.matched_loss:.3f} with the right documents, {check.shuffled_loss:.3f} with "
+             f"shuffled ones (gap {check.gap:.3f} nats)."]
+    if check.gap < MIN_INPUT_GAP:
+        lines += ["", f"**Warning: the gap is below {MIN_INPUT_GAP} nats: this teacher barely reads its "
+                      "input, so the rows below do not measure compression.**"]
+    return lines
+
+
+def markdown(teacher: RowResult, rows: list[RowResult], command: str, front: set[str],
+             check: InputDependence) -> str:
     out = ["# Quality benchmark (bench/quality.py)", "", f"Command: `{command}`", "",
+           *teacher_check_lines(check), "",
            "| row | R-1 | R-2 | R-L | R-Lsum | % teacher | bytes on disk | ratio | train+eval s | Pareto |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for row in [teacher, *rows]:
@@ -325,11 +355,12 @@ def plot(teacher: RowResult, rows: list[RowResult], front: set[str], path: Path)
     plt.close(fig)
 
 
-def write_outputs(rows: list[RowResult], s: BenchSettings, command: str) -> None:
+def write_outputs(rows: list[RowResult], s: BenchSettings, command: str, check: InputDependence) -> None:
     teacher = teacher_result(rows)
     front = pareto_front([teacher, *rows])
-    (s.out / "quality.md").write_text(markdown(teacher, rows, command, front))
+    (s.out / "quality.md").write_text(markdown(teacher, rows, command, front, check))
     payload = {"command": command, "settings": {k: str(v) for k, v in asdict(s).items()},
+               "teacher_input_check": asdict(check) | {"gap": check.gap},
                "rows": [asdict(r) | {"pareto": r.name in front} for r in [teacher, *rows]]}
     (s.out / "quality.json").write_text(json.dumps(payload, indent=2) + "\n")
     plot(teacher, rows, front, s.out / "quality.png")
@@ -382,8 +413,10 @@ def main(argv: list[str] | None = None) -> None:
         s.teacher = teacher_out  # trained by an earlier run of the same command
     if not (s.teacher / "config.json").exists():
         raise SystemExit("give --teacher DIR (a trained teacher) or --train-teacher-steps N")
-    rows = run_all(configs, s, command)
-    write_outputs(rows, s, command)
+    check = check_teacher(s)
+    print("\n".join(teacher_check_lines(check)), flush=True)
+    rows = run_all(configs, s, command, check)
+    write_outputs(rows, s, command, check)
     print((s.out / "quality.md").read_text())
 
 

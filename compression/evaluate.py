@@ -1,16 +1,18 @@
-"""Beam-search generation and the task metrics: ROUGE (rouge-score) and BLEU/chrF (sacrebleu)."""
+"""Beam-search generation, the task metrics (ROUGE via rouge-score, BLEU/chrF via sacrebleu), and
+a check that a model reads its input at all."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import sacrebleu
 import torch
 from rouge_score import rouge_scorer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from compression.data import Record
+from compression.data import Record, collate, tokenize
 from compression.recipe import EvaluationSpec
 
 # The metric that picks the best checkpoint, per task.
@@ -112,3 +114,51 @@ def evaluate_model(
         forced_bos_token_id=forced_bos_token_id,
     )
     return score(task, predictions, [r.target for r in records])
+
+
+@dataclass(frozen=True)
+class InputDependence:
+    """Cross-entropy on the right sources and on the same targets paired with other sources."""
+
+    matched_loss: float
+    shuffled_loss: float
+
+    @property
+    def gap(self) -> float:
+        return self.shuffled_loss - self.matched_loss
+
+
+@torch.no_grad()
+def input_dependence(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Record],
+    *,
+    max_source_length: int = 1024,
+    max_target_length: int = 1024,
+) -> InputDependence:
+    """How much worse the model predicts each target from another record's source.
+
+    A model whose encoder has collapsed (the same vector for every token) scores a gap of ~0
+    while its ROUGE can still look plausible: one generic output for every input.
+    """
+    if len(records) < 2:
+        raise ValueError("input_dependence needs at least two records to pair targets with other sources")
+    shifted = [Record(source=other.source, target=r.target)
+               for r, other in zip(records, [*records[1:], records[0]], strict=True)]
+    was_training = model.training
+    model.eval()
+    losses = [_mean_loss(model, tokenizer, pairs, max_source_length, max_target_length)
+              for pairs in (records, shifted)]
+    model.train(was_training)
+    return InputDependence(matched_loss=losses[0], shuffled_loss=losses[1])
+
+
+def _mean_loss(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, records: Sequence[Record],
+               max_source_length: int, max_target_length: int) -> float:
+    max_source_length = min(max_source_length,
+                            getattr(model.config, "max_position_embeddings", max_source_length))
+    examples = tokenize(records, tokenizer, max_source_length, max_target_length)
+    batch = collate(examples, tokenizer.pad_token_id)
+    device = next(model.parameters()).device
+    return float(model(**{k: v.to(device) for k, v in batch.items()}).loss)

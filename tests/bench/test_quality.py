@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.quality import Config, RowResult, main, pareto_front
+from bench.quality import Config, RowResult, main, pareto_front, teacher_check_lines
+from compression.evaluate import InputDependence
 from tests.tiny import write_jsonl
 
 
@@ -51,4 +52,12 @@ def test_quick_bench_writes_markdown_json_and_plot(tmp_path: Path, tiny_teacher_
     assert all({"rouge1", "rouge2", "rougeL", "rougeLsum"} <= set(row["metrics"]) for row in report["rows"])
     assert report["rows"][2]["compression_ratio"] > report["rows"][1]["compression_ratio"] > 1.0
     assert "## Targets" in (out / "quality.md").read_text()
+    assert set(report["teacher_input_check"]) == {"matched_loss", "shuffled_loss", "gap"}
     assert (out / "quality.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_warns_when_the_teacher_ignores_its_input() -> None:
+    deaf = teacher_check_lines(InputDependence(matched_loss=6.09, shuffled_loss=6.09))
+    reading = teacher_check_lines(InputDependence(matched_loss=3.1, shuffled_loss=5.2))
+    assert any("barely reads its input" in line for line in deaf)
+    assert not any("barely reads its input" in line for line in reading)

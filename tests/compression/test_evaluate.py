@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from compression.data import Record
-from compression.evaluate import bleu_chrf, evaluate_model, generate, rouge, split_sentences
+from compression.evaluate import bleu_chrf, evaluate_model, generate, input_dependence, rouge, split_sentences
 from compression.recipe import EvaluationSpec
 
 
@@ -63,3 +64,32 @@ def test_generate_truncates_inputs_to_the_models_positions(tiny_teacher_dir: Pat
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_teacher_dir))
     long_text = "package " * (2 * model.config.max_position_embeddings)
     assert len(generate(model, tokenizer, [long_text], EvaluationSpec(num_beams=1, max_length=4))) == 1
+
+
+_PAIRS = [Record("a tool for packages", "tool"), Record("the kernel image", "kernel"),
+          Record("fonts for the desktop", "fonts"), Record("a library for sound", "library")]
+
+
+def test_input_dependence_sees_a_random_model_read_its_sources(tiny_teacher_dir: Path) -> None:
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(tiny_teacher_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_teacher_dir))
+    assert abs(input_dependence(model, tokenizer, _PAIRS).gap) > 1e-5
+
+
+def test_input_dependence_is_zero_when_the_decoder_cannot_see_the_encoder(tiny_teacher_dir: Path) -> None:
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(tiny_teacher_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_teacher_dir))
+    with torch.no_grad():
+        for layer in model.model.decoder.layers:
+            layer.encoder_attn.out_proj.weight.zero_()
+            layer.encoder_attn.out_proj.bias.zero_()
+    result = input_dependence(model, tokenizer, _PAIRS)
+    assert result.gap == pytest.approx(0.0, abs=1e-7)
+    assert result.matched_loss > 0
+
+
+def test_input_dependence_needs_two_records(tiny_teacher_dir: Path) -> None:
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(tiny_teacher_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_teacher_dir))
+    with pytest.raises(ValueError, match="at least two records"):
+        input_dependence(model, tokenizer, _PAIRS[:1])
