@@ -19,7 +19,7 @@ from compression.artifact import footprint, pack, write_report
 from compression.checkpoint import Checkpointer, read_metadata
 from compression.data import ResumableLoader, Splits, load_splits, tokenize
 from compression.errors import RecipeError, UserInputError
-from compression.evaluate import TASK_METRIC, evaluate_model, generate
+from compression.evaluate import TASK_METRIC, evaluate_model, generate, input_dependence
 from compression.layer_map import LayerMap
 from compression.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 from compression.recipe import QuantizationSpec, Recipe, StudentSpec, TeacherSpec, TrainingSpec
@@ -33,6 +33,7 @@ FULL_PRECISION = 32
 LATENCY_BATCH = 8  # validation sources decoded together for the latency figure
 EXAMPLES = 3  # validation records shown with teacher and student outputs in the report
 TEACHER_DIR = "teacher"  # the fine-tuned teacher, inside the checkpoint directory
+INPUT_CHECK_RECORDS = 64  # validation pairs in the teacher's matched-vs-shuffled loss check
 
 
 @dataclass
@@ -187,6 +188,7 @@ def finetune(
         "metrics": metrics,
         "training_steps": result.steps,
         "parameters": sum(p.numel() for p in teacher.parameters()),
+        "input_check": _input_check(run, teacher, spec),
     }
 
     def write(tmp: Path) -> None:
@@ -279,6 +281,17 @@ def _finetune_teacher(run: _Run, teacher: PreTrainedModel) -> tuple[PreTrainedMo
     )
     _replace_dir(saved, lambda tmp: _save_hf(teacher, run.tokenizer, tmp))
     return teacher.eval(), saved
+
+
+def _input_check(run: _Run, teacher: PreTrainedModel, spec: TrainingSpec) -> dict[str, float] | None:
+    """Matched against shuffled validation loss: a from-scratch teacher can score plausible ROUGE
+    with one generic output for every input, and only this gap shows it."""
+    records = run.splits.validation[:INPUT_CHECK_RECORDS]
+    if len(records) < 2:
+        return None
+    check = input_dependence(teacher, run.tokenizer, records, max_source_length=run.source_length(),
+                             max_target_length=min(spec.max_target_length, run.max_positions))
+    return {"matched_loss": check.matched_loss, "shuffled_loss": check.shuffled_loss, "gap": check.gap}
 
 
 def _distill(

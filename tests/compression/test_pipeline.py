@@ -147,6 +147,17 @@ def test_finetune_saves_a_plain_model_directory_with_metrics(
     assert not (tmp_path / "teacher" / "quantization.json").exists()
 
 
+def test_finetune_reports_how_much_the_teacher_reads_its_input(
+    tiny_teacher_dir: Path, data_files: dict[str, str], tmp_path: Path
+) -> None:
+    result = finetune(
+        _recipe(tiny_teacher_dir, data_files, method="finetune"), tmp_path / "teacher", device="cpu"
+    )
+    check = result.report["input_check"]
+    assert check["gap"] == pytest.approx(check["shuffled_loss"] - check["matched_loss"])
+    assert check["matched_loss"] > 0
+
+
 def test_missing_dataset_column_fails_before_training(
     tiny_teacher_dir: Path, data_files: dict[str, str], tmp_path: Path
 ) -> None:
