@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoTokenizer
+from transformers.activations import GELUActivation
 
 from compression.artifact import load
 from compression.evaluate import rouge
@@ -18,6 +19,7 @@ from compression.modules import AttentionQuantizers, QuantLinear, quantized_eage
 from compression.runtime import (
     INT8_ATTENTION_MIN_QUERIES,
     INTEGER_CODE_ATTENTION,
+    InplaceGelu,
     Int8Linear,
     integer_code_attention,
     model_bytes,
@@ -41,6 +43,34 @@ def test_int8_linear_matches_the_fake_quantized_linear(bits: int, granularity: s
                           reference.activation_quantizer)
         torch.testing.assert_close(fast(x), reference(x), atol=1e-4, rtol=1e-5)
     assert torch.equal(expected, reference(x))
+
+
+def test_int8_linear_runs_in_and_out_of_inference_mode() -> None:
+    """Its reused input buffer, first made in inference mode, can still be written outside it."""
+    torch.manual_seed(5)
+    reference = QuantLinear.from_linear(nn.Linear(16, 8), 8, 8).eval()
+    fast = Int8Linear(reference.weight_quantizer.quantize(reference.weight), reference.bias,
+                      reference.activation_quantizer)
+    small, large = torch.randn(2, 16), torch.randn(40, 16) * 4
+    with torch.inference_mode():
+        first = fast(large)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(small), reference(small), atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(first, reference(large), atol=1e-4, rtol=1e-5)
+
+
+def test_the_in_place_gelu_changes_no_output(student_artifact: Path) -> None:
+    fast, _ = optimize_for_inference(load(student_artifact)[0], device="cpu")
+    swapped = [m for m in fast.modules() if isinstance(getattr(m, "activation_fn", None), InplaceGelu)]
+    batch = {"input_ids": torch.tensor([[0, 10, 11, 12, 2], [0, 13, 2, 1, 1]]),
+             "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]),
+             "decoder_input_ids": torch.tensor([[2, 10, 11], [2, 12, 13]])}
+    with torch.inference_mode():
+        in_place = fast(**batch).logits
+        for module in swapped:
+            module.activation_fn = GELUActivation()
+        assert torch.equal(fast(**batch).logits, in_place)
+    assert len(swapped) == 3  # 2 encoder and 1 decoder layers
 
 
 class _Attention(nn.Module):
