@@ -117,6 +117,7 @@ class BenchSettings:
     num_beams: int = 2
     eval_max_length: int = 32
     seed: int = 28
+    artifacts: Path | None = None  # where packed artifacts are kept (e.g. for bench/faithfulness.py)
 
 
 @dataclass
@@ -169,6 +170,11 @@ def run_config(config: Config, s: BenchSettings) -> RowResult:
     report = result.report
     # Keep the report, not the weights: the outputs folder is meant to be committed.
     shutil.copyfile(result.artifact_dir / "report.json", run_dir / "report.json")
+    if s.artifacts is not None:
+        kept = s.artifacts / run_dir.name
+        shutil.rmtree(kept, ignore_errors=True)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(result.artifact_dir, kept)
     for scratch in ("artifact", "checkpoints"):
         shutil.rmtree(run_dir / scratch, ignore_errors=True)
     return RowResult(config.name, config.method, config.bits, config.layers, list(config.options),
@@ -387,6 +393,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=5.0e-4)
     p.add_argument("--num-beams", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--keep-artifacts", type=Path, default=None, metavar="DIR",
+                   help="keep each row's packed artifact in DIR/<row> (default: only its report)")
     p.add_argument("--quick", action="store_true", help="tiny teacher, a few steps, six rows: minutes on CPU")
     return p.parse_args(argv)
 
@@ -406,7 +414,7 @@ def main(argv: list[str] | None = None) -> None:
     s = BenchSettings(teacher=args.teacher or teacher_out, train=args.train,
                       validation=args.validation, out=args.out, steps=args.steps, max_val=args.max_val,
                       batch_size=args.batch_size, lr=args.lr, num_beams=args.num_beams,
-                      eval_max_length=8 if args.quick else 32)
+                      eval_max_length=8 if args.quick else 32, artifacts=args.keep_artifacts)
     if args.train_teacher_steps and not (teacher_out / "config.json").exists():
         s.teacher = train_teacher(s, args.train_teacher_steps, args.quick, args.teacher, teacher_out)
     elif args.train_teacher_steps:

@@ -78,10 +78,10 @@ DEMO_PLAN = DemoPlan(
     teacher_shape=DEMO_SHAPE,
     # Evaluations cost a beam search over the validation sample each: few of them.
     # lr 5e-4 with the shape's init_std 0.05: at higher rates a from-scratch encoder collapses
-    # (docs/results/quality-v2, -v3). 600 steps keep the demo short; the teacher is weak but reads
-    # its input. docs/results/quality-v3 trains the same shape for longer.
-    teacher_training={"max_steps": 600, "lr": 5.0e-4, "batch_size": 32, "warmup_ratio": 0.05,
-                      "weight_decay": 0.01, "eval_every": 300, "checkpoint_every": 300, "log_every": 10},
+    # (docs/results/quality-v2, -v3). At this rate the teacher starts to read its input after a
+    # few hundred steps; 1 200 keep the first run near 10 minutes.
+    teacher_training={"max_steps": 1200, "lr": 5.0e-4, "batch_size": 32, "warmup_ratio": 0.05,
+                      "weight_decay": 0.01, "eval_every": 600, "checkpoint_every": 300, "log_every": 10},
     student_training={"max_steps": 150, "lr": 5.0e-4, "batch_size": 32, "warmup_ratio": 0.05,
                       "eval_every": 150, "checkpoint_every": 75, "log_every": 10},
     evaluation={"num_beams": 2, "max_length": 32, "batch_size": 50},
