@@ -216,6 +216,11 @@ def markdown(results: list[ArtifactResult], s: Settings, command: str) -> str:
              "texts in the sample.", "",
              "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    uninformative = [r.name for r in results
+                     if r.agreement.distinct_reference_texts * 4 < r.agreement.records]
+    if uninformative:
+        lines += ["", f"The reference path of {', '.join(uninformative)} writes fewer distinct texts than a "
+                  "quarter of the inputs: agreement there says little about faithfulness."]
     return "\n".join(lines) + "\n"
 
 
