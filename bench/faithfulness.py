@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from compression.artifact import load
+from compression.artifact import QUANTIZATION_FILE, load
 from compression.data import read_records
 from compression.evaluate import rouge
 from compression.runtime import Form
@@ -262,6 +262,9 @@ def main(argv: list[str] | None = None) -> list[ArtifactResult]:
     command = " ".join(["python -m bench.faithfulness", *(argv if argv is not None else sys.argv[1:])])
     results = []
     for artifact in args.artifacts:
+        if not (artifact / QUANTIZATION_FILE).is_file():  # a plain HF model has no reference path to match
+            print(f"{artifact}: skipped, no {QUANTIZATION_FILE} (not a packed artifact)")
+            continue
         print(f"{artifact.name}: {len(documents)} records ...", flush=True)
         results.append(run_artifact(artifact, documents, summaries, s))
         write_outputs(results, s, args.out, command)  # a partial table survives an interruption
