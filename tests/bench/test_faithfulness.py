@@ -42,6 +42,7 @@ def _run(artifact: Path, validation: Path, out: Path, form: str) -> dict:
     assert row["name"] == "dq_8-8-8_2-1" and set(row["agreement"]) >= AGREEMENT_FIELDS
     assert set(row["runtime"]) >= {"device", "form", "int8_layers", "float_layers", "kernel", "threads"}
     assert row["params"]["num_beams"] == 1 and row["params"]["max_new_tokens"] == 16
+    assert 0.0 <= row["noise_floor_percent"] <= 100.0
     return row
 
 
