@@ -7,7 +7,13 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import BartConfig, BartForConditionalGeneration, MBartConfig, MBartForConditionalGeneration
+from transformers import (
+    AutoTokenizer,
+    BartConfig,
+    BartForConditionalGeneration,
+    MBartConfig,
+    MBartForConditionalGeneration,
+)
 
 from compression.tokenizer import train_bart_tokenizer
 
@@ -61,3 +67,19 @@ def make_tiny_teacher(out_dir: Path, encoder_layers: int = 2, decoder_layers: in
 def write_jsonl(path: Path, records: list[dict[str, str]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
+
+
+# A large init makes a tiny random model's greedy text depend on its input (at BART's 0.02 it
+# writes one text whatever the input, and any comparison of two paths would pass).
+DIVERSE_INIT_STD = 0.2
+
+
+def make_diverse_teacher(tokenizer_dir: Path, out_dir: Path, seed: int = 0) -> Path:
+    """A tiny random BART, with `tokenizer_dir`'s tokenizer, whose outputs tell inputs apart."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = tiny_bart_config(len(tokenizer))
+    config.init_std = DIVERSE_INIT_STD
+    torch.manual_seed(seed)
+    BartForConditionalGeneration(config).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

@@ -6,12 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoTokenizer, BartForConditionalGeneration
 
 from bench.faithfulness import main
-from tests.serving.conftest import DIVERSE_INIT_STD, pack_student
-from tests.tiny import tiny_bart_config, write_jsonl
+from tests.serving.conftest import pack_student
+from tests.tiny import make_diverse_teacher, write_jsonl
 
 RECORDS = 24
 AGREEMENT_FIELDS = {"records", "identical", "identical_percent", "distinct_reference_texts",
@@ -23,13 +21,7 @@ AGREEMENT_FIELDS = {"records", "identical", "identical_percent", "distinct_refer
 def artifact(tiny_teacher_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A student of a teacher whose greedy texts depend on the input (the default init writes one
     text for every input, which would make any comparison pass)."""
-    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)
-    config = tiny_bart_config(len(tokenizer))
-    config.init_std = DIVERSE_INIT_STD
-    torch.manual_seed(0)
-    teacher = tmp_path_factory.mktemp("faithful-teacher")
-    BartForConditionalGeneration(config).save_pretrained(teacher)
-    tokenizer.save_pretrained(teacher)
+    teacher = make_diverse_teacher(tiny_teacher_dir, tmp_path_factory.mktemp("faithful-teacher"))
     return pack_student(teacher, tmp_path_factory.mktemp("faithful") / "dq_8-8-8_2-1", bits=8)
 
 

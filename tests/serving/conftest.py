@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BartForConditionalGeneration
 
 from compression.artifact import pack
 from compression.recipe import QuantizationSpec, Recipe, StudentSpec, TeacherSpec
@@ -22,9 +21,7 @@ from store.blobs import LocalBlobStore
 from store.db import session_scope, upgrade_database
 from store.ids import new_id
 from store.settings import Settings
-from tests.tiny import tiny_bart_config
-
-DIVERSE_INIT_STD = 0.2
+from tests.tiny import make_diverse_teacher
 
 
 def pack_student(teacher_dir: Path, out_dir: Path, *, bits: int = 8, decoder_layers: int = 1,
@@ -72,16 +69,8 @@ def student_artifact(tiny_teacher_dir: Path, tmp_path_factory: pytest.TempPathFa
 
 @pytest.fixture(scope="session")
 def diverse_teacher(tiny_teacher_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny teacher whose greedy outputs depend on the input (the default init gives one
-    token whatever the input), so that answers can be told apart."""
-    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)
-    config = tiny_bart_config(len(tokenizer))
-    config.init_std = DIVERSE_INIT_STD
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("diverse-teacher")
-    BartForConditionalGeneration(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    """A tiny teacher whose greedy outputs depend on the input, so that answers can be told apart."""
+    return make_diverse_teacher(tiny_teacher_dir, tmp_path_factory.mktemp("diverse-teacher"))
 
 
 @pytest.fixture(scope="session")
