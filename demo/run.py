@@ -87,9 +87,19 @@ def obtain_teacher(client: DqbartClient, plan: DemoPlan, dataset_ids: dict[str, 
     job = run_job(client, plan.teacher_recipe(initial_model["id"], dataset_ids), "teacher training")
     trained_id = str(job["result_model"])
     archive = client.download(trained_id, work / "teacher.tar")
+    report = json.loads((extract_tar(archive.path, work / "teacher") / "report.json").read_text())
+    say_input_check(report.get("input_check"))
     stored = cache.store(key, archive.path, {"model_sha256": archive.sha256, "plan": plan.teacher_spec()})
     say(f"trained teacher cached at {stored}")
     return trained_id
+
+
+def say_input_check(check: dict[str, float] | None) -> None:
+    """Whether the teacher reads its input: a teacher that ignores it writes one text for all."""
+    if check:
+        say(f"teacher input check: validation loss {check['matched_loss']:.3f} with the right documents, "
+            f"{check['shuffled_loss']:.3f} with shuffled ones (gap {check['gap']:.3f} nats; "
+            "near 0 means it ignores its input)")
 
 
 def compress_student(client: DqbartClient, plan: DemoPlan, student: StudentPlan, teacher_id: str,

@@ -62,6 +62,7 @@ def test_quick_demo_runs_end_to_end_and_stops_the_service(tmp_path: Path) -> Non
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "matches X-Checksum-SHA256" in done.stdout
+    assert "teacher input check: validation loss" in done.stdout
     assert "dq 2-2-8 6-3" in done.stdout.split("demo finished")[0].rsplit("model", 1)[-1]
     assert list((tmp_path / "cache" / "dqbart" / "teachers").glob("*/teacher.tar"))
     url = re.search(r"service up at (http://\S+)", done.stdout)
