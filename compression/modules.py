@@ -20,12 +20,14 @@ from compression.quantizers import (
     Granularity,
     QuantizedTensor,
     Scheme,
+    code_step,
     codes_at_scale,
     dequantize,
     fake_quantize,
     fake_quantize_activation,
     lsq_initial_step,
     quantize_tensor,
+    quantize_to_codes,
 )
 
 QUANTIZED_ATTENTION = "dqbart_eager"
@@ -58,6 +60,13 @@ class WeightQuantizer(nn.Module):
         if self.frozen_scheme is not None:
             return self.quantize(weight).values().to(weight.dtype)
         return fake_quantize(weight, self.bits, self.granularity, self.clip_val, self.step)
+
+    def codes(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float codes and the value of one code (see `quantize_to_codes`), as `forward` rounds."""
+        if self.frozen_scheme is not None:
+            codes = codes_at_scale(weight.detach(), self.frozen_scale, self.frozen_scheme, self.bits)
+            return codes, code_step(self.frozen_scale, self.frozen_scheme)
+        return quantize_to_codes(weight, self.bits, self.granularity, self.clip_val, self.step)
 
     def quantize_rows(self, rows: torch.Tensor, ids: torch.Tensor, padding_idx: int | None) -> torch.Tensor:
         """Per-row quantization of looked-up rows: the same values as quantizing the whole matrix."""
@@ -98,11 +107,19 @@ class ActivationQuantizer(nn.Module):
             self.register_buffer("initialized", torch.zeros((), dtype=torch.bool, device=device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._initialize(x)
+        return fake_quantize_activation(x, self.bits, self.clip_val, self.step)
+
+    def codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float codes and the value of one code (see `quantize_to_codes`), as `forward` rounds."""
+        self._initialize(x)
+        return quantize_to_codes(x, self.bits, "per_tensor", self.clip_val, self.step)
+
+    def _initialize(self, x: torch.Tensor) -> None:
         if self.step is not None and not bool(self.initialized):
             with torch.no_grad():
                 self.step.copy_(lsq_initial_step(x, self.bits, self.clip_val, per_row=False).reshape(()))
                 self.initialized.fill_(True)
-        return fake_quantize_activation(x, self.bits, self.clip_val, self.step)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, clip_val={self.clip_val}, learned={self.step is not None}"
@@ -114,8 +131,17 @@ def make_activation_quantizer(
     return None if bits == FULL_PRECISION_BITS else ActivationQuantizer(bits, clip_val, learned_scale, device)
 
 
+def multiplies_codes(x: torch.Tensor) -> bool:
+    """Products of codes are formed for fp32 and bf16 inputs; fp16 (max 65504) would overflow."""
+    return x.dtype != torch.float16
+
+
 class QuantLinear(nn.Linear):
-    """nn.Linear with fake-quantized input activation and weight (bias stays full precision)."""
+    """nn.Linear with fake-quantized input activation and weight (bias stays full precision).
+
+    With both quantized, it multiplies the integer codes and scales the product once: the fake-
+    quantized product up to float rounding, and exact, so integer kernels reproduce it bit for bit.
+    """
 
     weight_quantizer: WeightQuantizer | None
     activation_quantizer: ActivationQuantizer | None
@@ -152,6 +178,12 @@ class QuantLinear(nn.Linear):
         return linear.train(self.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        both = self.activation_quantizer is not None and self.weight_quantizer is not None
+        if both and multiplies_codes(x):
+            x_codes, x_step = self.activation_quantizer.codes(x)
+            w_codes, w_step = self.weight_quantizer.codes(self.weight)
+            out = torch.matmul(x_codes, w_codes.t()) * (x_step * w_step.reshape(-1))
+            return (out if self.bias is None else out + self.bias).to(x.dtype)
         if self.activation_quantizer is not None:
             x = self.activation_quantizer(x)
         weight = self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
@@ -225,23 +257,37 @@ def quantized_eager_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BART's eager attention with Q (after scaling), K, V and P.V's probabilities fake-quantized.
 
+    Q.K^T and P.V multiply the codes and scale each product once, as `QuantLinear` does.
     Returns the softmax probabilities before dropout and quantization, as the paper's code
     returns them for the attention loss.
     """
     quantizers: AttentionQuantizers = module.attention_quantizers
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    key = _maybe(quantizers.key, key)
-    if quantizers.query is None:  # eager's own order of operations, so that 32 bits is bit-identical
+    codes = quantizers.query is not None and multiplies_codes(query)
+    if codes:
+        scores = _code_product(quantizers.query, query * scaling, quantizers.key, key.transpose(2, 3))
+    elif quantizers.query is None:  # eager's own order of operations, so that 32 bits is bit-identical
         scores = torch.matmul(query, key.transpose(2, 3)) * scaling
     else:
-        scores = torch.matmul(quantizers.query(query * scaling), key.transpose(2, 3))
+        scores = torch.matmul(quantizers.query(query * scaling), quantizers.key(key).transpose(2, 3))
     if attention_mask is not None:
         scores = scores + attention_mask
     probs = F.softmax(scores, dim=-1)
     dropped = F.dropout(probs, p=dropout, training=module.training)
-    output = torch.matmul(_maybe(quantizers.probs, dropped), _maybe(quantizers.value, value))
-    return output.transpose(1, 2).contiguous(), probs
+    if codes:
+        output = _code_product(quantizers.probs, dropped, quantizers.value, value)
+    else:
+        output = torch.matmul(_maybe(quantizers.probs, dropped), _maybe(quantizers.value, value))
+    return output.to(query.dtype).transpose(1, 2).contiguous(), probs
+
+
+def _code_product(left: ActivationQuantizer, a: torch.Tensor, right: ActivationQuantizer,
+                  b: torch.Tensor) -> torch.Tensor:
+    """a @ b on the two quantizers' codes, scaled once by their steps."""
+    a_codes, a_step = left.codes(a)
+    b_codes, b_step = right.codes(b)
+    return torch.matmul(a_codes, b_codes) * (a_step * b_step)
 
 
 AttentionInterface.register(QUANTIZED_ATTENTION, quantized_eager_attention)

@@ -233,6 +233,117 @@ class LsqFakeQuant(torch.autograd.Function):
         return torch.ops.aten.hardtanh_backward(grad, ratio, -level, level), step_grad, None
 
 
+def code_step(scale: torch.Tensor, scheme: Scheme) -> torch.Tensor:
+    """The value of one code: the symmetric scale counts levels per unit, the others are steps."""
+    return 1.0 / scale if scheme == "symmetric" else scale
+
+
+class SymmetricCodes(torch.autograd.Function):
+    """Symmetric codes with the clipped straight-through gradient of `SymmetricFakeQuant`."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, scale: torch.Tensor, clip: float
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, scale)
+        ctx.clip = clip
+        return symmetric_codes(x, scale, clip)
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        x, scale = ctx.saved_tensors
+        return _clipped_pass(grad * scale, x, ctx.clip), None, None
+
+
+class TernaryCodes(torch.autograd.Function):
+    """Ternary codes with the clipped straight-through gradient of `TernaryFakeQuant`."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        w: torch.Tensor,
+        excess: torch.Tensor,
+        alpha: torch.Tensor,
+        clip: float,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(w, alpha)
+        ctx.clip = clip
+        return _ternary_signs(excess, w)
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        w, alpha = ctx.saved_tensors
+        # An all-zero row (alpha 0) has no value to pass a gradient through.
+        per_code = torch.where(alpha == 0, torch.zeros_like(alpha), 1.0 / alpha.clamp(min=_ZERO_RANGE))
+        return _clipped_pass(grad * per_code, w, ctx.clip), None, None, None
+
+
+class LsqCodes(torch.autograd.Function):
+    """LSQ codes round(clamp(x / s)): straight-through inside the grid, d code / d s = -x / s^2 there."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, step: torch.Tensor, bits: int
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, step)
+        ctx.bits = bits
+        return lsq_codes(x, step, bits)
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        x, step = ctx.saved_tensors
+        level = max_level(ctx.bits)
+        ratio = x / step
+        inside = torch.ops.aten.hardtanh_backward(grad / step, ratio, -level, level)
+        step_grad = _sum_to_shape(-(inside * ratio), step.shape)
+        return inside, step_grad, None
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """The identity, with its gradient multiplied by `factor` (LSQ's step-gradient scale)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, factor: float) -> torch.Tensor:
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        return grad * ctx.factor, None
+
+
+def quantize_to_codes(
+    x: torch.Tensor, bits: int, granularity: Granularity, clip: float, step: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer-valued float codes of `x` and the value of one code (0-dim, or one per row).
+
+    codes * step are `fake_quantize`'s values up to float rounding, and the gradients of x (and
+    of a learned step) are `fake_quantize`'s. A product of codes is exact in fp32 (sums below 2^24),
+    so a layer that multiplies codes and scales the result once computes the same float on any
+    kernel: the integer kernels of the served form reproduce it bit for bit.
+    """
+    if x.dtype in (torch.float16, torch.bfloat16):  # as fake_quantize: codes of half inputs in fp32
+        x = x.float()
+    per_row = granularity == "per_row"
+    if step is not None:
+        level = max_level(bits)
+        used = _ScaleGradient.apply(lsq_step(step), 1.0 / math.sqrt(x.numel() // step.numel() * level))
+        return LsqCodes.apply(x, used, bits), used
+    if bits == 2:
+        _, excess, alpha = _ternary_parts(x, clip, per_row)
+        return TernaryCodes.apply(x, excess, alpha, clip), alpha
+    scale = symmetric_scale(x, bits, clip, per_row)
+    return SymmetricCodes.apply(x, scale, clip), code_step(scale, "symmetric")
+
+
 def _clipped_pass(grad: torch.Tensor, x: torch.Tensor, clip: float) -> torch.Tensor:
     """grad where -clip < x < clip, else 0: hardtanh's backward is exactly this mask, in one pass."""
     return torch.ops.aten.hardtanh_backward(grad, x, -clip, clip)

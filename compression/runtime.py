@@ -5,12 +5,13 @@ matrix products on fake-quantized activations. Here:
 
 - Weights are quantized once: their integer codes and scales are what the reference rounds to,
   so 2-, 4- and 8-bit codes all fit int8 exactly (ternary codes are -1/0/1).
-- CPU: each quantized Linear becomes `Int8Linear`, torch's dynamic int8 kernel (fbgemm) fed
-  with the activation already on the reference's grid: the input is clipped as the reference
-  clips it and one extra row pins the kernel's per-tensor range to +-127.5 steps of the
-  reference's step, so the kernel's uint8 codes are the reference's codes plus a zero point.
-  The product is then the reference's up to float rounding (platform-notes §2-3: 1.2-2.2x
-  faster than fp32 on these CPUs; torchao is far slower, bf16 slow).
+- The reference multiplies integer codes and scales each product once (`quantize_to_codes`);
+  such a product is exact in fp32, so an integer kernel that forms the same sum and scales it
+  with the same float operations gives the same bits: the CPU form's outputs equal the
+  reference's, whatever kernel or batch shape each side runs.
+- CPU: each quantized Linear becomes `Int8Linear`: fbgemm's dynamic int8 kernel multiplies the
+  reference's codes at unit scale (exact int32 sums; platform-notes §2-3: 1.2-2.2x faster than
+  fp32 on these CPUs; torchao is far slower, bf16 slow).
 - CUDA: fp16 with dequantized weights; activations stay fake-quantized.
 - The tied LM head, whose input the reference does not quantize, runs in float with its
   dequantized weight, so the fast path changes no rounding the reference does not do.
@@ -49,11 +50,17 @@ from compression.modules import (
     QuantLinear,
     quantized_eager_attention,
 )
-from compression.quantizers import QuantizedTensor, lsq_step, max_level, quantize_tensor, symmetric_scale
+from compression.quantizers import (
+    QuantizedTensor,
+    code_step,
+    lsq_step,
+    max_level,
+    quantize_tensor,
+    symmetric_scale,
+)
 
 Form = Literal["auto", "int8", "fp16", "reference"]
-_INT8_ENGINES = ("x86", "fbgemm")
-_MAX_INT8_BITS = 8  # the kernel's activation codes are uint8
+_MAX_INT8_BITS = 8  # codes up to +-127 fit the kernel's int8
 
 
 class _Scratch(threading.local):
@@ -64,13 +71,13 @@ class _Scratch(threading.local):
     def __init__(self) -> None:
         self.buffers: dict[str, torch.Tensor] = {}
 
-    def take(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
-        """A (count, ...) float view of the buffer `name`, valid until the next take of that name."""
+    def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A view of the buffer `name` with this shape, valid until the next take of that name."""
         numel = math.prod(shape)
         buffer = self.buffers.get(name)
-        if buffer is None or buffer.numel() < numel:
+        if buffer is None or buffer.numel() < numel or buffer.dtype != dtype:
             with torch.inference_mode(False):  # an inference tensor could not be written outside that mode
-                buffer = torch.empty(numel)
+                buffer = torch.empty(numel, dtype=dtype)
             self.buffers[name] = buffer
         return buffer[:numel].view(shape)
 
@@ -94,85 +101,85 @@ class RuntimeInfo:
 
 
 class Int8Linear(nn.Module):
-    """A quantized Linear on fbgemm's dynamic int8 kernel, faithful to `QuantLinear`'s rounding."""
+    """A quantized Linear on fbgemm's int8 kernel: `QuantLinear`'s output, bit for bit.
+
+    The kernel multiplies the reference's codes exactly: its weight is the codes at scale 1, and
+    one extra input row of +-127.5 pins its dynamic input range to scale 1, so it reads the
+    activation codes as they are (plus a zero point it takes back out). Its float output is then
+    the exact integer sums, scaled here as the reference scales them.
+    """
 
     def __init__(self, codes: QuantizedTensor, bias: torch.Tensor | None, act: ActivationQuantizer) -> None:
         super().__init__()
         self.out_features, self.in_features = codes.codes.shape
-        self.act_bits = act.bits
-        self.levels = max_level(act.bits)
-        self.clip_val = act.clip_val
+        self.activation_quantizer = act
         marker = torch.zeros(self.in_features)
         marker[0], marker[-1] = 127.5, -127.5
         self.register_buffer("_marker", marker, persistent=False)
-        # A learned activation step is fixed at inference; the symmetric one follows the data.
-        self.fixed_step = None if act.step is None else float(lsq_step(act.step.detach()))
-        weight = _int8_weight(codes)
-        float_bias = None if bias is None else bias.detach().float()
-        self._packed = torch.ops.quantized.linear_prepack(weight, float_bias)
-        self.weight_bytes = weight.numel() + (weight.q_per_channel_scales().numel() * 8
-                                              if weight.qscheme() == torch.per_channel_affine else 8)
-        self.bias_bytes = 0 if bias is None else bias.numel() * 4
+        # The value of one weight code per output, as `WeightQuantizer.codes` gives it to the reference.
+        self.register_buffer("weight_step", code_step(codes.scale, codes.scheme).detach().float().reshape(-1))
+        self.register_buffer("bias", None if bias is None else bias.detach().float())
+        weight = _unit_scale_int8(codes.codes)
+        self._packed = torch.ops.quantized.linear_prepack(weight, None)
+        self.weight_bytes = weight.numel()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Few small ops per call: at 16 rows per decoding step they cost as much as the product.
         rows = x.reshape(-1, self.in_features).float()
         count = rows.shape[0]
-        if self.fixed_step is None:
-            low, high = torch.aminmax(rows)
-            peak = max(-float(low), float(high))
-            step = min(peak, self.clip_val) / self.levels
-            limit = self.clip_val if peak > self.clip_val else None  # no clamp needed below the clip
-        else:
-            step, limit = self.fixed_step, self.levels * self.fixed_step
-        # The clipped input and one more row: the kernel maps [min, max] onto 0..255, and a range
-        # of +-127.5 steps (the marker row) puts its grid on ours.
+        # A reused buffer: a fresh tensor per call pays page faults (see `_Scratch`).
         padded = _SCRATCH.take("linear_input", (count + 1, self.in_features))
-        if limit is None:
-            padded[:count].copy_(rows)
-        else:
-            torch.clamp(rows, -limit, limit, out=padded[:count])
-        torch.mul(self._marker, step, out=padded[count])
-        out = torch.ops.quantized.linear_dynamic(padded, self._packed, False)
-        return out[:count].reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+        _, step = activation_codes(self.activation_quantizer, rows, out=padded[:count])
+        padded[count].copy_(self._marker)
+        sums = torch.ops.quantized.linear_dynamic(padded, self._packed, False)[:count]
+        out = sums.mul_(self.weight_step * step)  # the sums are exact in fp32 below 2^24
+        if self.bias is not None:
+            out.add_(self.bias)
+        return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, act_bits={self.act_bits}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"act_bits={self.activation_quantizer.bits}")
 
 
-def activation_codes(quantizer: ActivationQuantizer, x: torch.Tensor,
-                     owned: bool = False) -> tuple[torch.Tensor, float]:
-    """The reference's codes of `x` (integer-valued floats) and the step that makes them its values.
+def _unit_scale_int8(codes: torch.Tensor) -> torch.Tensor:
+    """The codes as a qint8 tensor at scale 1 (its dequantized values are the codes)."""
+    # torch 2.13 warns that qint8 tensor creation will go (pytorch issue 184982); torch is pinned.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        return torch._make_per_tensor_quantized_tensor(codes.to(torch.int8).contiguous(), 1.0, 0)
 
-    `owned`: `x` is the caller's temporary and may be overwritten (one pass and one tensor fewer).
+
+def activation_codes(quantizer: ActivationQuantizer, x: torch.Tensor, owned: bool = False,
+                     out: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """The reference's codes of `x` (integer-valued floats) and the value of one code, exactly as
+    `ActivationQuantizer.codes` computes them (the step is an fp32 value).
+
+    `owned`: `x` is the caller's temporary and may be overwritten; else the codes go to `out`
+    (a buffer of x's shape) or to a new tensor.
     """
     bits, clip = quantizer.bits, quantizer.clip_val
-    if quantizer.step is not None:  # LSQ, as lsq_codes rounds
-        return _lsq_codes(quantizer, x if owned else x.clone()), float(lsq_step(quantizer.step.detach()))
-    if bits == 2:  # ternary activations: rare, the general path
+    if bits == 2 and quantizer.step is None:  # ternary activations: rare, the general path
         quantized = quantize_tensor(x, bits, "per_tensor", clip)
         return quantized.codes.to(x.dtype), float(quantized.scale)
+    target = x if owned else (torch.empty_like(x) if out is None else out)
+    if quantizer.step is not None:  # LSQ, as lsq_codes rounds
+        step = lsq_step(quantizer.step.detach())
+        codes = torch.div(x, step, out=target).clamp_(-max_level(bits), max_level(bits)).round_()
+        return codes, float(step)
     scale = symmetric_scale(x, bits, clip, per_row=False)
-    return _symmetric_codes(quantizer, x, scale, owned), 1.0 / float(scale)
-
-
-def _lsq_codes(quantizer: ActivationQuantizer, x: torch.Tensor) -> torch.Tensor:
-    """lsq_codes, in place."""
-    level = max_level(quantizer.bits)
-    return x.div_(lsq_step(quantizer.step.detach())).clamp_(-level, level).round_()
+    return _symmetric_codes(quantizer, x, scale, target), float(code_step(scale, "symmetric"))
 
 
 def _symmetric_codes(quantizer: ActivationQuantizer, x: torch.Tensor, scale: torch.Tensor,
-                     owned: bool) -> torch.Tensor:
-    """symmetric_codes at a given scale, without the clamp where it cannot change anything."""
+                     target: torch.Tensor) -> torch.Tensor:
+    """symmetric_codes at a given scale, into `target` (may be `x`), without the clamp where it
+    cannot change anything."""
     clip = quantizer.clip_val
     # The range reaches the clip exactly when the scale is levels / clip; clamping a little more
     # often than that changes nothing.
     if float(scale) * clip <= max_level(quantizer.bits) * (1 + 1e-6):
-        x = x.clamp_(-clip, clip) if owned else x.clamp(-clip, clip)
-    elif not owned:
-        return x.mul(scale).round_()
-    return x.mul_(scale).round_()
+        return torch.clamp(x, -clip, clip, out=target).mul_(scale).round_()
+    return torch.mul(x, scale, out=target).round_()
 
 
 def _cached_codes(module: nn.Module, name: str, quantizer: ActivationQuantizer,
@@ -262,16 +269,16 @@ def _int8_attention(quantizers: AttentionQuantizers, query: torch.Tensor, key: t
     probs_quantizer = quantizers.probs
     if probs_quantizer.step is None:  # the scale the reference takes from the whole tensor
         scale = symmetric_scale(peak.reshape(1), probs_quantizer.bits, probs_quantizer.clip_val, False)
-        p_step = 1.0 / float(scale)
+        p_step = float(code_step(scale, "symmetric"))
     else:
         p_step = float(lsq_step(probs_quantizer.step.detach()))
     output = query.new_empty((batch, queries, heads, head_dim))
     products = torch.empty((heads, queries, head_dim), dtype=torch.int32)
     for row in range(batch):
         if probs_quantizer.step is None:
-            p = _symmetric_codes(probs_quantizer, probs[row], scale, owned=True).to(torch.int8)
+            p = _symmetric_codes(probs_quantizer, probs[row], scale, probs[row]).to(torch.int8)
         else:
-            p = _lsq_codes(probs_quantizer, probs[row]).to(torch.int8)
+            p = activation_codes(probs_quantizer, probs[row], owned=True)[0].to(torch.int8)
         for head in range(heads):
             torch._int_mm(p[head], v[row, head], out=products[head])
         output[row].copy_(products.transpose(0, 1)).mul_(p_step * v_step)
@@ -316,24 +323,6 @@ def to_inplace_gelu(model: nn.Module) -> None:
             module.activation_fn = InplaceGelu()
 
 
-def _int8_weight(codes: QuantizedTensor) -> torch.Tensor:
-    """The codes as a qint8 tensor whose dequantized values are the reference's weight."""
-    step = 1.0 / codes.scale if codes.scheme == "symmetric" else codes.scale
-    step = step.detach().double().reshape(-1)
-    ints = codes.codes.to(torch.int8)
-    # torch 2.13 warns that qint8 tensor creation will go (pytorch issue 184982); torch is pinned.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-        if step.numel() == 1:
-            return torch._make_per_tensor_quantized_tensor(ints, float(step), 0)
-        zero_points = torch.zeros(step.numel(), dtype=torch.long)
-        return torch._make_per_channel_quantized_tensor(ints, step, zero_points, 0)
-
-
-def int8_available() -> bool:
-    return torch.backends.quantized.engine in _INT8_ENGINES
-
-
 def _int8_eligible(module: nn.Module) -> bool:
     return (
         isinstance(module, QuantLinear)
@@ -349,20 +338,29 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent), child, new)
 
 
-def freeze_weights(model: nn.Module) -> nn.Module:
-    """Store every fake-quantized weight as its quantized values, once (shared tensors once)."""
+def _multiplies_values(module: nn.Module) -> bool:
+    """A layer whose reference forward uses its fake-quantized weight values, not its codes."""
+    return isinstance(module, QuantEmbedding) or (isinstance(module, QuantLinear)
+                                                  and module.activation_quantizer is None)
+
+
+def freeze_weights(model: nn.Module, *, half: bool = False) -> nn.Module:
+    """Store fake-quantized weights as their quantized values, once (shared tensors once).
+
+    Layers that multiply codes keep their quantizer (their codes are not recoverable from values
+    bit for bit), unless the model goes to half precision, where every layer multiplies values.
+    """
+    chosen = [m for m in model.modules() if getattr(m, "weight_quantizer", None) is not None
+              and (half or _multiplies_values(m))]
     done: set[int] = set()
-    for module in model.modules():
-        quantizer = getattr(module, "weight_quantizer", None)
-        if not isinstance(module, (QuantLinear, QuantEmbedding)) or quantizer is None:
-            continue
+    for module in chosen:
         if id(module.weight) not in done:
             with torch.no_grad():
-                module.weight.copy_(quantizer.quantize(module.weight).values().to(module.weight.dtype))
+                quantized = module.weight_quantizer.quantize(module.weight)
+                module.weight.copy_(quantized.values().to(module.weight.dtype))
             done.add(id(module.weight))
-    for module in model.modules():
-        if isinstance(module, (QuantLinear, QuantEmbedding)):
-            module.weight_quantizer = None
+    for module in chosen:
+        module.weight_quantizer = None
     return model
 
 
@@ -390,7 +388,7 @@ def optimize_for_inference(model: nn.Module, *, device: str = "auto",
     """The fastest faithful form of `model` (modified in place) on `device`, and what was chosen."""
     target = resolve_device(device)
     if form == "auto":
-        form = "fp16" if target.startswith("cuda") else ("int8" if int8_available() else "reference")
+        form = "fp16" if target.startswith("cuda") else "int8"
     if form == "int8" and target != "cpu":
         raise ValueError(f"form 'int8' runs on the CPU only, not on {target!r}")
     model.eval()
@@ -398,12 +396,12 @@ def optimize_for_inference(model: nn.Module, *, device: str = "auto",
     if form == "int8":
         to_integer_code_attention(model)
         to_inplace_gelu(model)
-    freeze_weights(model)
+    freeze_weights(model, half=form == "fp16")
     if form == "fp16":
         model.to(device=target, dtype=torch.float16)
     else:
         model.to(target)
-    kernel = {"int8": "fbgemm linear_dynamic, integer-code attention", "fp16": "cuda fp16",
+    kernel = {"int8": "fbgemm int8 linear, int8 _int_mm attention", "fp16": "cuda fp16",
               "reference": "fp32"}[form]
     info = RuntimeInfo(
         device=target,
@@ -426,5 +424,5 @@ def model_bytes(model: nn.Module) -> int:
             total += tensor.numel() * tensor.element_size()
     for module in model.modules():
         if isinstance(module, Int8Linear):
-            total += module.weight_bytes + module.bias_bytes
+            total += module.weight_bytes
     return total

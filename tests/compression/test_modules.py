@@ -33,16 +33,49 @@ def test_full_precision_quant_linear_equals_the_linear() -> None:
     assert_close(QuantLinear.from_linear(linear, 32, 32)(x), linear(x), atol=0, rtol=0)
 
 
-@pytest.mark.parametrize(("bits", "granularity"), [(8, "per_tensor"), (4, "per_row"), (2, "per_row")])
-def test_quant_linear_quantizes_input_and_weight(bits: int, granularity: str) -> None:
-    linear = _linear()
+QUANT_LINEAR_CASES = [(8, "per_tensor", False), (4, "per_row", False), (2, "per_row", False),
+                      (8, "per_row", True), (2, "per_tensor", True)]
+
+
+def _fake_quantized_product(quant: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+    """The paper's formulation: a float product of fake-quantized values."""
+    weights, acts = quant.weight_quantizer, quant.activation_quantizer
+    return F.linear(fake_quantize_activation(x, acts.bits, acts.clip_val, acts.step),
+                    fake_quantize(quant.weight, weights.bits, weights.granularity, weights.clip_val,
+                                  weights.step), quant.bias)
+
+
+@pytest.mark.parametrize(("bits", "granularity", "learned"), QUANT_LINEAR_CASES)
+def test_quant_linear_is_the_fake_quantized_product_up_to_rounding(bits: int, granularity: str,
+                                                                   learned: bool) -> None:
+    quant = QuantLinear.from_linear(_linear(), bits, 8, granularity, learned_scale=learned)
     x = torch.randn(3, 8)
-    expected = F.linear(
-        fake_quantize_activation(x, 8, 2.5),
-        fake_quantize(linear.weight, bits, granularity, 2.5),
-        linear.bias,
-    )
-    assert_close(QuantLinear.from_linear(linear, bits, 8, granularity)(x), expected, atol=0, rtol=0)
+    got = quant(x)  # a learned activation step starts here
+    assert_close(got, _fake_quantized_product(quant, x), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("bits", "granularity", "learned"), QUANT_LINEAR_CASES)
+def test_quant_linear_multiplies_codes_and_scales_once(bits: int, granularity: str, learned: bool) -> None:
+    quant = QuantLinear.from_linear(_linear(), bits, 8, granularity, learned_scale=learned)
+    x = torch.randn(3, 8)
+    got = quant(x)
+    x_codes, x_step = quant.activation_quantizer.codes(x)
+    w_codes, w_step = quant.weight_quantizer.codes(quant.weight)
+    assert torch.equal(x_codes, x_codes.round()) and x_codes.abs().max() <= 127
+    assert torch.equal(got, (x_codes @ w_codes.t()) * (x_step * w_step.reshape(-1)) + quant.bias)
+
+
+@pytest.mark.parametrize(("bits", "granularity", "learned"), QUANT_LINEAR_CASES)
+def test_quant_linear_has_the_fake_quantized_gradients(bits: int, granularity: str, learned: bool) -> None:
+    quant = QuantLinear.from_linear(_linear(), bits, 8, granularity, learned_scale=learned)
+    x = (torch.randn(3, 8) * 2).requires_grad_()
+    upstream = torch.randn(3, 4)
+    quant(x)  # a learned activation step starts here
+    params = [x, quant.weight, *(p for p in quant.parameters() if p is not quant.weight)]
+    grads = torch.autograd.grad((quant(x) * upstream).sum(), params)
+    expected = torch.autograd.grad((_fake_quantized_product(quant, x) * upstream).sum(), params)
+    for got, want in zip(grads, expected, strict=True):
+        assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
 def test_quant_linear_keeps_the_state_dict_keys_without_learned_scale() -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoTokenizer
 from transformers.activations import GELUActivation
@@ -33,16 +32,17 @@ SAMPLE_SIZE = 48
 
 @pytest.mark.parametrize("bits,granularity,learned", [(8, "per_tensor", False), (4, "per_row", False),
                                                       (2, "per_tensor", False), (8, "per_row", True)])
-def test_int8_linear_matches_the_fake_quantized_linear(bits: int, granularity: str, learned: bool) -> None:
+@pytest.mark.parametrize("spread", [0.5, 4.0])  # inside the clip, and past it
+def test_int8_linear_equals_the_quant_linear_bit_for_bit(bits: int, granularity: str, learned: bool,
+                                                         spread: float) -> None:
     torch.manual_seed(123)
     reference = QuantLinear.from_linear(nn.Linear(64, 48), bits, 8, granularity, 2.5, learned).eval()
-    x = torch.randn(3, 5, 64) * 2
+    x = torch.randn(3, 5, 64) * spread
     with torch.no_grad():
         expected = reference(x)  # also fixes a learned activation step on first use
         fast = Int8Linear(reference.weight_quantizer.quantize(reference.weight), reference.bias,
                           reference.activation_quantizer)
-        torch.testing.assert_close(fast(x), reference(x), atol=1e-4, rtol=1e-5)
-    assert torch.equal(expected, reference(x))
+        assert torch.equal(fast(x), expected)
 
 
 def test_int8_linear_runs_in_and_out_of_inference_mode() -> None:
@@ -55,8 +55,7 @@ def test_int8_linear_runs_in_and_out_of_inference_mode() -> None:
     with torch.inference_mode():
         first = fast(large)
     with torch.no_grad():
-        torch.testing.assert_close(fast(small), reference(small), atol=1e-4, rtol=1e-5)
-        torch.testing.assert_close(first, reference(large), atol=1e-4, rtol=1e-5)
+        assert torch.equal(fast(small), reference(small)) and torch.equal(first, reference(large))
 
 
 def test_the_in_place_gelu_changes_no_output(student_artifact: Path) -> None:
@@ -95,23 +94,16 @@ def _attention_inputs(queries: int, keys: int = 40) -> tuple[torch.Tensor, ...]:
     return query, key, value, mask
 
 
-def _agreement(got: torch.Tensor, expected: torch.Tensor) -> float:
-    """Share of elements equal up to float rounding (a rounding tie may flip a rare code)."""
-    return torch.isclose(got, expected, rtol=1e-4, atol=1e-5).float().mean().item()
-
-
 @pytest.mark.parametrize("queries", [1, INT8_ATTENTION_MIN_QUERIES + 8])  # a decoding step, an encoder
 @pytest.mark.parametrize("bits,learned", [(8, False), (4, False), (2, False), (8, True), (4, True)])
-def test_integer_code_attention_matches_the_reference(bits: int, learned: bool, queries: int) -> None:
+def test_integer_code_attention_equals_the_reference_bit_for_bit(bits: int, learned: bool,
+                                                                  queries: int) -> None:
     module = _Attention(bits, learned).eval()
     query, key, value, mask = _attention_inputs(queries)
     with torch.inference_mode():
         expected = quantized_eager_attention(module, query, key, value, mask)[0]  # sets learned steps
         got, probs = integer_code_attention(module, query, key, value, mask)
-        unquantized = F.softmax(query @ key.transpose(2, 3) / 4 + mask, dim=-1) @ value
-    assert probs is None and got.shape == expected.shape
-    assert _agreement(got, expected) >= 0.99
-    assert _agreement(unquantized.transpose(1, 2), expected) < 0.5  # the tolerance sees quantization
+    assert probs is None and torch.equal(got, expected)
 
 
 def test_integer_code_attention_quantizes_a_tensor_once_while_it_lives() -> None:
@@ -124,7 +116,7 @@ def test_integer_code_attention_quantizes_a_tensor_once_while_it_lives() -> None
         other = integer_code_attention(module, query, other_key, other_value, None)[0]
         expected = quantized_eager_attention(module, query, other_key, other_value, None)[0]
     assert torch.equal(first, again)
-    assert _agreement(other, expected) >= 0.99 and _agreement(other, first) < 0.5
+    assert torch.equal(other, expected) and not torch.equal(other, first)
 
 
 def test_integer_code_attention_in_training_is_the_reference() -> None:
@@ -166,9 +158,20 @@ def test_fast_path_agrees_with_the_reference_path(diverse_teacher: Path, tmp_pat
     attention = {m.config._attn_implementation for m in fast.modules() if hasattr(m, "attention_quantizers")}
     assert attention == {INTEGER_CODE_ATTENTION}
     assert len(set(expected)) > SAMPLE_SIZE // 8  # the sample tells inputs apart
-    identical = sum(a == b for a, b in zip(expected, got, strict=True)) / len(expected)
-    assert identical >= 0.95
-    assert abs(rouge(got, summaries)["rougeLsum"] - rouge(expected, summaries)["rougeLsum"]) <= 0.3
+    assert got == expected  # the issue asks for 95% identical texts; integer-exact products give all
+    assert rouge(got, summaries)["rougeLsum"] == rouge(expected, summaries)["rougeLsum"]
+
+
+def test_fast_path_logits_equal_the_reference_logits(student_artifact: Path) -> None:
+    reference, tokenizer = load(student_artifact)
+    fast, _ = optimize_for_inference(load(student_artifact)[0], device="cpu")
+    long = " ".join(["a library for parsing command line options"] * 4)  # int8 attention in the encoder
+    batch = tokenizer([long, "tools"], return_tensors="pt", padding=True)
+    assert batch["input_ids"].shape[1] >= INT8_ATTENTION_MIN_QUERIES
+    decoder = torch.tensor([[2, 10, 11], [2, 12, 13]])
+    with torch.inference_mode():
+        assert torch.equal(fast(**batch, decoder_input_ids=decoder).logits,
+                           reference(**batch, decoder_input_ids=decoder).logits)
 
 
 def test_the_int8_form_holds_less_memory_than_the_reference(student_artifact: Path) -> None:
