@@ -26,7 +26,7 @@ Granularity = Literal["per_tensor", "per_row"]
 
 FULL_PRECISION_BITS = 32
 # Below this a maximum counts as zero: the paper's code divides by it and yields NaN.
-_ZERO_RANGE = 1e-30
+ZERO_RANGE = 1e-30
 _MIN_STEP = 1e-8
 
 
@@ -51,7 +51,7 @@ def symmetric_scale(x: torch.Tensor, bits: int, clip: float, per_row: bool) -> t
     All-zero guard: the range is floored at 1e-30, so zeros give codes 0 where the paper's
     code divides by zero (the scale stays finite in fp32 for every bit width used here).
     """
-    return max_level(bits) / _peak(x, per_row).clamp_(min=_ZERO_RANGE, max=clip)
+    return max_level(bits) / _peak(x, per_row).clamp_(min=ZERO_RANGE, max=clip)
 
 
 def symmetric_codes(x: torch.Tensor, scale: torch.Tensor, clip: float) -> torch.Tensor:
@@ -278,7 +278,7 @@ class TernaryCodes(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, ...]:
         w, alpha = ctx.saved_tensors
         # An all-zero row (alpha 0) has no value to pass a gradient through.
-        per_code = torch.where(alpha == 0, torch.zeros_like(alpha), 1.0 / alpha.clamp(min=_ZERO_RANGE))
+        per_code = torch.where(alpha == 0, torch.zeros_like(alpha), 1.0 / alpha.clamp(min=ZERO_RANGE))
         return _clipped_pass(grad * per_code, w, ctx.clip), None, None, None
 
 

@@ -30,6 +30,7 @@ The choice is automatic (`form="auto"`) and returned as `RuntimeInfo`.
 from __future__ import annotations
 
 import math
+import struct
 import threading
 import warnings
 import weakref
@@ -51,12 +52,12 @@ from compression.modules import (
     quantized_eager_attention,
 )
 from compression.quantizers import (
+    ZERO_RANGE,
     QuantizedTensor,
     code_step,
     lsq_step,
     max_level,
     quantize_tensor,
-    symmetric_scale,
 )
 
 Form = Literal["auto", "int8", "fp16", "reference"]
@@ -166,18 +167,36 @@ def activation_codes(quantizer: ActivationQuantizer, x: torch.Tensor, owned: boo
         step = lsq_step(quantizer.step.detach())
         codes = torch.div(x, step, out=target).clamp_(-max_level(bits), max_level(bits)).round_()
         return codes, float(step)
-    scale = symmetric_scale(x, bits, clip, per_row=False)
-    return _symmetric_codes(quantizer, x, scale, target), float(code_step(scale, "symmetric"))
+    low, high = torch.aminmax(x)
+    scale, step = symmetric_scale_and_step(max(-float(low), float(high)), bits, clip)
+    return _symmetric_codes(quantizer, x, scale, target), step
 
 
-def _symmetric_codes(quantizer: ActivationQuantizer, x: torch.Tensor, scale: torch.Tensor,
+def _fp32(value: float) -> float:
+    """`value` rounded to the nearest float32."""
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+_FP32_ZERO_RANGE = _fp32(ZERO_RANGE)
+
+
+def symmetric_scale_and_step(peak: float, bits: int, clip: float) -> tuple[float, float]:
+    """`symmetric_scale` and `code_step` of a per-tensor range max|x| = `peak`, as Python floats:
+    the same fp32 values as those tensor ops (one fp32 rounding per op; a quotient rounded to
+    double first rounds to the same float), without a handful of tiny tensor ops per call."""
+    clamped = min(max(peak, _FP32_ZERO_RANGE), _fp32(clip))
+    scale = _fp32(_fp32(1.0 / clamped) * max_level(bits))  # levels / peak is reciprocal(peak) * levels
+    return scale, _fp32(1.0 / scale)
+
+
+def _symmetric_codes(quantizer: ActivationQuantizer, x: torch.Tensor, scale: float,
                      target: torch.Tensor) -> torch.Tensor:
     """symmetric_codes at a given scale, into `target` (may be `x`), without the clamp where it
     cannot change anything."""
     clip = quantizer.clip_val
     # The range reaches the clip exactly when the scale is levels / clip; clamping a little more
     # often than that changes nothing.
-    if float(scale) * clip <= max_level(quantizer.bits) * (1 + 1e-6):
+    if scale * clip <= max_level(quantizer.bits) * (1 + 1e-6):
         return torch.clamp(x, -clip, clip, out=target).mul_(scale).round_()
     return torch.mul(x, scale, out=target).round_()
 
@@ -268,8 +287,7 @@ def _int8_attention(quantizers: AttentionQuantizers, query: torch.Tensor, key: t
         peak = torch.maximum(peak, torch.maximum(-low, high))
     probs_quantizer = quantizers.probs
     if probs_quantizer.step is None:  # the scale the reference takes from the whole tensor
-        scale = symmetric_scale(peak.reshape(1), probs_quantizer.bits, probs_quantizer.clip_val, False)
-        p_step = float(code_step(scale, "symmetric"))
+        scale, p_step = symmetric_scale_and_step(float(peak), probs_quantizer.bits, probs_quantizer.clip_val)
     else:
         p_step = float(lsq_step(probs_quantizer.step.detach()))
     output = query.new_empty((batch, queries, heads, head_dim))

@@ -15,6 +15,7 @@ from transformers.activations import GELUActivation
 from compression.artifact import load
 from compression.evaluate import rouge
 from compression.modules import AttentionQuantizers, QuantLinear, quantized_eager_attention
+from compression.quantizers import code_step, symmetric_scale
 from compression.runtime import (
     INT8_ATTENTION_MIN_QUERIES,
     INTEGER_CODE_ATTENTION,
@@ -23,6 +24,7 @@ from compression.runtime import (
     integer_code_attention,
     model_bytes,
     optimize_for_inference,
+    symmetric_scale_and_step,
 )
 from tests.serving.conftest import pack_student
 from tests.tiny import SAMPLE_DIR
@@ -43,6 +45,17 @@ def test_int8_linear_equals_the_quant_linear_bit_for_bit(bits: int, granularity:
         fast = Int8Linear(reference.weight_quantizer.quantize(reference.weight), reference.bias,
                           reference.activation_quantizer)
         assert torch.equal(fast(x), expected)
+
+
+@pytest.mark.parametrize("bits,clip", [(8, 2.5), (4, 2.5), (8, 1.7), (3, 0.3)])
+def test_scale_and_step_in_python_are_the_tensor_ops_floats(bits: int, clip: float) -> None:
+    torch.manual_seed(3)
+    peaks = torch.cat([torch.rand(2000) * clip * 2, torch.rand(200) * 1e-3, torch.tensor([0.0, clip, 1e-35])])
+    for peak in peaks:
+        x = torch.stack([peak, -peak / 2])
+        scale = symmetric_scale(x, bits, clip, per_row=False)
+        assert symmetric_scale_and_step(float(peak), bits, clip) == (float(scale),
+                                                                      float(code_step(scale, "symmetric")))
 
 
 def test_int8_linear_runs_in_and_out_of_inference_mode() -> None:
