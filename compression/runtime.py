@@ -29,6 +29,7 @@ The choice is automatic (`form="auto"`) and returned as `RuntimeInfo`.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 import threading
@@ -102,15 +103,19 @@ class RuntimeInfo:
 
 
 class Int8Linear(nn.Module):
-    """A quantized Linear on fbgemm's int8 kernel: `QuantLinear`'s output, bit for bit.
+    """A quantized Linear on int8 kernels: `QuantLinear`'s output, bit for bit.
 
-    The kernel multiplies the reference's codes exactly: its weight is the codes at scale 1, and
-    one extra input row of +-127.5 pins its dynamic input range to scale 1, so it reads the
-    activation codes as they are (plus a zero point it takes back out). Its float output is then
-    the exact integer sums, scaled here as the reference scales them.
+    The kernel sums products of the reference's codes exactly, and the sums are scaled here as the
+    reference scales them. fbgemm's dynamic kernel (the faster one) gets the weight codes at scale
+    1 and one extra input row of +-127.5 that pins its input range to scale 1, so it reads the
+    activation codes as they are (plus a zero point it takes back out). Where its sums are not
+    exact on this CPU (`linear_kernel`), `torch._int_mm` multiplies the int8 codes, or else an fp32
+    product of the codes does (exact below 2^24).
     """
 
-    def __init__(self, codes: QuantizedTensor, bias: torch.Tensor | None, act: ActivationQuantizer) -> None:
+    def __init__(self, codes: QuantizedTensor, bias: torch.Tensor | None, act: ActivationQuantizer,
+                 kernel: LinearKernel | None = None) -> None:
+        """`kernel`: None takes `linear_kernel()`, the fastest exact one here."""
         super().__init__()
         self.out_features, self.in_features = codes.codes.shape
         self.activation_quantizer = act
@@ -120,18 +125,28 @@ class Int8Linear(nn.Module):
         # The value of one weight code per output, as `WeightQuantizer.codes` gives it to the reference.
         self.register_buffer("weight_step", code_step(codes.scale, codes.scheme).detach().float().reshape(-1))
         self.register_buffer("bias", None if bias is None else bias.detach().float())
-        weight = _unit_scale_int8(codes.codes)
-        self._packed = torch.ops.quantized.linear_prepack(weight, None)
-        self.weight_bytes = weight.numel()
+        self.kernel = linear_kernel() if kernel is None else kernel
+        if self.kernel == "fbgemm":
+            self._packed = _fbgemm_pack(codes.codes)
+            self.register_buffer("weight_codes", None)
+        else:
+            dtype = torch.int8 if self.kernel == "int_mm" else torch.float32
+            self.register_buffer("weight_codes", codes.codes.to(dtype).contiguous())
+        self.weight_bytes = codes.codes.numel() if self.kernel == "fbgemm" else 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).float()
         count = rows.shape[0]
-        # A reused buffer: a fresh tensor per call pays page faults (see `_Scratch`).
+        # Reused buffers: a fresh tensor per call pays page faults (see `_Scratch`).
         padded = _SCRATCH.take("linear_input", (count + 1, self.in_features))
-        _, step = activation_codes(self.activation_quantizer, rows, out=padded[:count])
-        padded[count].copy_(self._marker)
-        sums = torch.ops.quantized.linear_dynamic(padded, self._packed, False)[:count]
+        codes, step = activation_codes(self.activation_quantizer, rows, out=padded[:count])
+        if self.kernel == "fbgemm":
+            padded[count].copy_(self._marker)
+            sums = torch.ops.quantized.linear_dynamic(padded, self._packed, False)[:count]
+        elif self.kernel == "int_mm":
+            sums = _int_mm_sums(codes, self.weight_codes)
+        else:
+            sums = codes @ self.weight_codes.t()
         out = sums.mul_(self.weight_step * step)  # the sums are exact in fp32 below 2^24
         if self.bias is not None:
             out.add_(self.bias)
@@ -142,12 +157,61 @@ class Int8Linear(nn.Module):
                 f"act_bits={self.activation_quantizer.bits}")
 
 
-def _unit_scale_int8(codes: torch.Tensor) -> torch.Tensor:
-    """The codes as a qint8 tensor at scale 1 (its dequantized values are the codes)."""
+def _fbgemm_pack(codes: torch.Tensor) -> torch.Tensor:
+    """The codes as fbgemm's packed qint8 weight at scale 1 (its dequantized values are the codes)."""
     # torch 2.13 warns that qint8 tensor creation will go (pytorch issue 184982); torch is pinned.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-        return torch._make_per_tensor_quantized_tensor(codes.to(torch.int8).contiguous(), 1.0, 0)
+        weight = torch._make_per_tensor_quantized_tensor(codes.to(torch.int8).contiguous(), 1.0, 0)
+    return torch.ops.quantized.linear_prepack(weight, None)
+
+
+def _fbgemm_sums(codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    marker = torch.zeros(1, codes.shape[1])
+    marker[0, 0], marker[0, -1] = 127.5, -127.5
+    return torch.ops.quantized.linear_dynamic(torch.cat([codes, marker]), packed, False)[:-1]
+
+
+def _int_mm_sums(codes: torch.Tensor, weight_codes: torch.Tensor) -> torch.Tensor:
+    """codes @ weight_codes^T on int8 (exact int32 sums), as fp32."""
+    ints = _SCRATCH.take("linear_codes", tuple(codes.shape), torch.int8)
+    ints.copy_(codes)
+    products = _SCRATCH.take("linear_products", (codes.shape[0], weight_codes.shape[0]), torch.int32)
+    torch._int_mm(ints, weight_codes.t(), out=products)
+    return torch.empty(products.shape).copy_(products)
+
+
+LinearKernel = Literal["fbgemm", "int_mm", "fp32"]
+
+
+def _worst_case_codes(width: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-range activation codes (float) and int8 weight codes, of equal and of mixed signs."""
+    codes = torch.full((4, width), 127.0)
+    codes[1] = -127.0
+    codes[2, ::2] = -127.0
+    codes[3] = torch.arange(width) % 255 - 127.0
+    weight = torch.full((3, width), 127, dtype=torch.int8)
+    weight[1] = -127
+    weight[2, 1::2] = -127
+    return codes, weight
+
+
+@functools.cache
+def int8_sums_are_exact(kernel: LinearKernel) -> bool:
+    """Whether an int8 kernel sums full-range codes exactly on this CPU, probed once.
+
+    With VNNI the kernels accumulate in int32. Without, AVX2 adds pairs of u8 x s8 products in
+    saturating int16 (why torch quantizes to 7 bits there by default, `reduce_range`), which codes
+    of +-127 (around a zero point of 128, for fbgemm) would overflow.
+    """
+    codes, weight = _worst_case_codes()
+    sums = _fbgemm_sums(codes, _fbgemm_pack(weight)) if kernel == "fbgemm" else _int_mm_sums(codes, weight)
+    return torch.equal(sums, codes @ weight.float().t())
+
+
+def linear_kernel() -> LinearKernel:
+    """The fastest kernel whose sums of codes are exact here."""
+    return next((k for k in ("fbgemm", "int_mm") if int8_sums_are_exact(k)), "fp32")
 
 
 def activation_codes(quantizer: ActivationQuantizer, x: torch.Tensor, owned: bool = False,
@@ -248,7 +312,8 @@ def integer_code_attention(
                                          **kwargs)
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    if query.shape[2] >= INT8_ATTENTION_MIN_QUERIES and quantizers.probs.bits > 2:
+    int8 = quantizers.probs.bits > 2 and int8_sums_are_exact("int_mm")
+    if query.shape[2] >= INT8_ATTENTION_MIN_QUERIES and int8:
         return _int8_attention(quantizers, query, key, value, attention_mask, scaling), None
     q_codes, q_step = activation_codes(quantizers.query, query * scaling, owned=True)
     k_codes, k_step = _cached_codes(module, "key", quantizers.key, key)
@@ -419,7 +484,8 @@ def optimize_for_inference(model: nn.Module, *, device: str = "auto",
         model.to(device=target, dtype=torch.float16)
     else:
         model.to(target)
-    kernel = {"int8": "fbgemm int8 linear, int8 _int_mm attention", "fp16": "cuda fp16",
+    attention_kernel = "_int_mm" if int8_sums_are_exact("int_mm") else "fp32 codes"
+    kernel = {"int8": f"int8 linear ({linear_kernel()}), attention ({attention_kernel})", "fp16": "cuda fp16",
               "reference": "fp32"}[form]
     info = RuntimeInfo(
         device=target,

@@ -21,6 +21,8 @@ from compression.runtime import (
     INTEGER_CODE_ATTENTION,
     InplaceGelu,
     Int8Linear,
+    LinearKernel,
+    int8_sums_are_exact,
     integer_code_attention,
     model_bytes,
     optimize_for_inference,
@@ -35,15 +37,19 @@ SAMPLE_SIZE = 48
 @pytest.mark.parametrize("bits,granularity,learned", [(8, "per_tensor", False), (4, "per_row", False),
                                                       (2, "per_tensor", False), (8, "per_row", True)])
 @pytest.mark.parametrize("spread", [0.5, 4.0])  # inside the clip, and past it
+@pytest.mark.parametrize("kernel", [
+    *(pytest.param(k, marks=pytest.mark.skipif(not int8_sums_are_exact(k), reason="saturates on this CPU"))
+      for k in ("fbgemm", "int_mm")),
+    "fp32"])
 def test_int8_linear_equals_the_quant_linear_bit_for_bit(bits: int, granularity: str, learned: bool,
-                                                         spread: float) -> None:
+                                                         spread: float, kernel: LinearKernel) -> None:
     torch.manual_seed(123)
     reference = QuantLinear.from_linear(nn.Linear(64, 48), bits, 8, granularity, 2.5, learned).eval()
     x = torch.randn(3, 5, 64) * spread
     with torch.no_grad():
         expected = reference(x)  # also fixes a learned activation step on first use
         fast = Int8Linear(reference.weight_quantizer.quantize(reference.weight), reference.bias,
-                          reference.activation_quantizer)
+                          reference.activation_quantizer, kernel=kernel)
         assert torch.equal(fast(x), expected)
 
 
