@@ -9,15 +9,16 @@ matrix products on fake-quantized activations. Here:
   such a product is exact in fp32, so an integer kernel that forms the same sum and scales it
   with the same float operations gives the same bits: the CPU form's outputs equal the
   reference's, whatever kernel or batch shape each side runs.
-- CPU: each quantized Linear becomes `Int8Linear`: fbgemm's dynamic int8 kernel multiplies the
-  reference's codes at unit scale (exact int32 sums; platform-notes §2-3: 1.2-2.2x faster than
-  fp32 on these CPUs; torchao is far slower, bf16 slow).
+- CPU: each quantized Linear becomes `Int8Linear`: an int8 kernel multiplies the reference's
+  codes (exact int32 sums), the fastest one whose sums a probe finds exact on this CPU: onednn,
+  fbgemm, torch._int_mm, else fp32 codes (`LinearKernel`; without VNNI, u8 x s8 kernels may
+  saturate). platform-notes §2-3: int8 1.2-2.2x faster than fp32; torchao far slower, bf16 slow.
 - CUDA: fp16 with dequantized weights; activations stay fake-quantized.
 - The tied LM head, whose input the reference does not quantize, runs in float with its
   dequantized weight, so the fast path changes no rounding the reference does not do.
 - CPU attention (`integer_code_attention`): the reference's codes of Q, K, V and the
-  probabilities, multiplied as integers (int8 kernels for an encoder, integer-valued fp32 for a
-  decoding step) and scaled once per product, in fewer passes over the scores; the
+  probabilities, multiplied as integers (`torch._int_mm` for an encoder where it is exact,
+  integer-valued fp32 for a decoding step) and scaled once per product, in fewer passes over the scores; the
   cross-attention's codes are computed once per generate call instead of once per step.
 - CPU memory: large per-call buffers (Int8Linear's input, the attention probabilities) are
   reused per thread and GELU runs in place, because a fresh large tensor pays page faults that
@@ -105,12 +106,8 @@ class RuntimeInfo:
 class Int8Linear(nn.Module):
     """A quantized Linear on int8 kernels: `QuantLinear`'s output, bit for bit.
 
-    The kernel sums products of the reference's codes exactly, and the sums are scaled here as the
-    reference scales them. fbgemm's dynamic kernel (the faster one) gets the weight codes at scale
-    1 and one extra input row of +-127.5 that pins its input range to scale 1, so it reads the
-    activation codes as they are (plus a zero point it takes back out). Where its sums are not
-    exact on this CPU (`linear_kernel`), `torch._int_mm` multiplies the int8 codes, or else an fp32
-    product of the codes does (exact below 2^24).
+    The kernel sums products of the reference's codes exactly (`LinearKernel`), and the sums are
+    scaled here as the reference scales them.
     """
 
     def __init__(self, codes: QuantizedTensor, bias: torch.Tensor | None, act: ActivationQuantizer,
@@ -119,101 +116,105 @@ class Int8Linear(nn.Module):
         super().__init__()
         self.out_features, self.in_features = codes.codes.shape
         self.activation_quantizer = act
-        marker = torch.zeros(self.in_features)
-        marker[0], marker[-1] = 127.5, -127.5
-        self.register_buffer("_marker", marker, persistent=False)
         # The value of one weight code per output, as `WeightQuantizer.codes` gives it to the reference.
         self.register_buffer("weight_step", code_step(codes.scale, codes.scheme).detach().float().reshape(-1))
         self.register_buffer("bias", None if bias is None else bias.detach().float())
-        self.kernel = linear_kernel() if kernel is None else kernel
-        if self.kernel == "fbgemm":
-            self._packed = _fbgemm_pack(codes.codes)
-            self.register_buffer("weight_codes", None)
-        else:
-            dtype = torch.int8 if self.kernel == "int_mm" else torch.float32
-            self.register_buffer("weight_codes", codes.codes.to(dtype).contiguous())
-        self.weight_bytes = codes.codes.numel() if self.kernel == "fbgemm" else 0
+        self.kernel: LinearKernel = linear_kernel() if kernel is None else kernel
+        self._packed = _pack(self.kernel, codes.codes.to(torch.int8))
+        self.weight_bytes = codes.codes.numel() * (4 if self.kernel == "fp32" else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).float()
-        count = rows.shape[0]
-        # Reused buffers: a fresh tensor per call pays page faults (see `_Scratch`).
-        padded = _SCRATCH.take("linear_input", (count + 1, self.in_features))
-        codes, step = activation_codes(self.activation_quantizer, rows, out=padded[:count])
-        if self.kernel == "fbgemm":
-            padded[count].copy_(self._marker)
-            sums = torch.ops.quantized.linear_dynamic(padded, self._packed, False)[:count]
-        elif self.kernel == "int_mm":
-            sums = _int_mm_sums(codes, self.weight_codes)
-        else:
-            sums = codes @ self.weight_codes.t()
-        out = sums.mul_(self.weight_step * step)  # the sums are exact in fp32 below 2^24
+        # A reused buffer: a fresh tensor per call pays page faults (see `_Scratch`).
+        padded = _SCRATCH.take("linear_input", (rows.shape[0] + 1, self.in_features))
+        _, step = activation_codes(self.activation_quantizer, rows, out=padded[:-1])
+        out = _sums(self.kernel, padded, self._packed, self.out_features).mul_(self.weight_step * step)
         if self.bias is not None:
             out.add_(self.bias)
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"act_bits={self.activation_quantizer.bits}")
+                f"act_bits={self.activation_quantizer.bits}, kernel={self.kernel}")
 
 
-def _fbgemm_pack(codes: torch.Tensor) -> torch.Tensor:
-    """The codes as fbgemm's packed qint8 weight at scale 1 (its dequantized values are the codes)."""
-    # torch 2.13 warns that qint8 tensor creation will go (pytorch issue 184982); torch is pinned.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-        weight = torch._make_per_tensor_quantized_tensor(codes.to(torch.int8).contiguous(), 1.0, 0)
-    return torch.ops.quantized.linear_prepack(weight, None)
+# Kernels that multiply int8 codes, fastest first on these CPUs (a 3137 x 768 x 3072 product:
+# onednn 51 ms, fbgemm 61 ms, _int_mm 51 ms plus conversions; about equal at decoding's 17 rows):
+# - onednn: `qlinear_pointwise` on the codes + 128 as uint8 at scale 1 and zero point 128, fp32 out;
+# - fbgemm: the dynamic Linear, weight codes at scale 1, and one extra input row of +-127.5 that
+#   pins its input range to scale 1, so it reads the codes as they are (plus a zero point);
+# - int_mm: `torch._int_mm` on int8 codes, int32 out;
+# - fp32: a float product of the codes (exact below 2^24), where no int8 kernel is exact.
+LinearKernel = Literal["onednn", "fbgemm", "int_mm", "fp32"]
 
 
-def _fbgemm_sums(codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-    marker = torch.zeros(1, codes.shape[1])
-    marker[0, 0], marker[0, -1] = 127.5, -127.5
-    return torch.ops.quantized.linear_dynamic(torch.cat([codes, marker]), packed, False)[:-1]
+def _pack(kernel: LinearKernel, codes: torch.Tensor) -> torch.Tensor:
+    """The int8 weight codes (out x in) in the kernel's own form."""
+    if kernel == "onednn":
+        return torch.ops.onednn.qlinear_prepack(codes.contiguous(), None)
+    if kernel == "fbgemm":
+        # torch 2.13 warns that qint8 tensor creation will go (pytorch issue 184982); torch is pinned.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+            weight = torch._make_per_tensor_quantized_tensor(codes.contiguous(), 1.0, 0)
+        return torch.ops.quantized.linear_prepack(weight, None)
+    return codes.to(torch.int8 if kernel == "int_mm" else torch.float32).contiguous()
 
 
-def _int_mm_sums(codes: torch.Tensor, weight_codes: torch.Tensor) -> torch.Tensor:
-    """codes @ weight_codes^T on int8 (exact int32 sums), as fp32."""
-    ints = _SCRATCH.take("linear_codes", tuple(codes.shape), torch.int8)
-    ints.copy_(codes)
-    products = _SCRATCH.take("linear_products", (codes.shape[0], weight_codes.shape[0]), torch.int32)
-    torch._int_mm(ints, weight_codes.t(), out=products)
-    return torch.empty(products.shape).copy_(products)
+def _sums(kernel: LinearKernel, padded: torch.Tensor, packed: torch.Tensor,
+          out_features: int) -> torch.Tensor:
+    """codes @ weight_codes^T as fp32, for the codes in all rows of `padded` but its last (a spare
+    row for fbgemm's marker; the codes may be overwritten)."""
+    codes = padded[:-1]
+    if kernel == "onednn":
+        ints = _SCRATCH.take("linear_codes_u8", tuple(codes.shape), torch.uint8)
+        ints.copy_(codes.add_(128))
+        ones, zeros = _unit_scales(out_features)
+        return torch.ops.onednn.qlinear_pointwise(ints, 1.0, 128, packed, ones, zeros, None, 1.0, 0,
+                                                  torch.float32, "none", [], "")
+    if kernel == "fbgemm":
+        padded[-1].zero_()
+        padded[-1, 0], padded[-1, -1] = 127.5, -127.5
+        return torch.ops.quantized.linear_dynamic(padded, packed, False)[:-1]
+    if kernel == "int_mm":
+        ints = _SCRATCH.take("linear_codes", tuple(codes.shape), torch.int8)
+        ints.copy_(codes)
+        products = _SCRATCH.take("linear_products", (codes.shape[0], packed.shape[0]), torch.int32)
+        torch._int_mm(ints, packed.t(), out=products)
+        return torch.empty(products.shape).copy_(products)
+    return codes @ packed.t()
 
 
-LinearKernel = Literal["fbgemm", "int_mm", "fp32"]
-
-
-def _worst_case_codes(width: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Full-range activation codes (float) and int8 weight codes, of equal and of mixed signs."""
-    codes = torch.full((4, width), 127.0)
-    codes[1] = -127.0
-    codes[2, ::2] = -127.0
-    codes[3] = torch.arange(width) % 255 - 127.0
-    weight = torch.full((3, width), 127, dtype=torch.int8)
-    weight[1] = -127
-    weight[2, 1::2] = -127
-    return codes, weight
+@functools.cache
+def _unit_scales(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output weight scales of 1 and zero points of 0, for onednn."""
+    return torch.ones(count), torch.zeros(count, dtype=torch.long)
 
 
 @functools.cache
 def int8_sums_are_exact(kernel: LinearKernel) -> bool:
-    """Whether an int8 kernel sums full-range codes exactly on this CPU, probed once.
+    """Whether a kernel sums full-range codes exactly on this CPU, probed once.
 
-    With VNNI the kernels accumulate in int32. Without, AVX2 adds pairs of u8 x s8 products in
-    saturating int16 (why torch quantizes to 7 bits there by default, `reduce_range`), which codes
-    of +-127 (around a zero point of 128, for fbgemm) would overflow.
+    With VNNI the int8 kernels accumulate in int32. Without, AVX2 adds pairs of u8 x s8 products
+    in saturating int16 (why torch quantizes to 7 bits there by default, `reduce_range`), which
+    codes of +-127 around a zero point of 128 would overflow. The probe: large codes of equal and
+    of mixed signs.
     """
-    codes, weight = _worst_case_codes()
-    sums = _fbgemm_sums(codes, _fbgemm_pack(weight)) if kernel == "fbgemm" else _int_mm_sums(codes, weight)
-    return torch.equal(sums, codes @ weight.float().t())
+    width = 64
+    padded = torch.full((5, width), 127.0)
+    padded[1] = -127.0
+    padded[2, ::2] = -127.0
+    padded[3] = torch.arange(width) % 255 - 127.0
+    weight = torch.full((3, width), 127, dtype=torch.int8)
+    weight[1] = -127
+    weight[2, 1::2] = -127
+    exact = padded[:-1] @ weight.float().t()
+    return torch.equal(_sums(kernel, padded, _pack(kernel, weight), weight.shape[0]), exact)
 
 
 def linear_kernel() -> LinearKernel:
     """The fastest kernel whose sums of codes are exact here."""
-    return next((k for k in ("fbgemm", "int_mm") if int8_sums_are_exact(k)), "fp32")
-
-
+    return next((k for k in ("onednn", "fbgemm", "int_mm") if int8_sums_are_exact(k)), "fp32")
 def activation_codes(quantizer: ActivationQuantizer, x: torch.Tensor, owned: bool = False,
                      out: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
     """The reference's codes of `x` (integer-valued floats) and the value of one code, exactly as

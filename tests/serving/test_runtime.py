@@ -39,7 +39,7 @@ SAMPLE_SIZE = 48
 @pytest.mark.parametrize("spread", [0.5, 4.0])  # inside the clip, and past it
 @pytest.mark.parametrize("kernel", [
     *(pytest.param(k, marks=pytest.mark.skipif(not int8_sums_are_exact(k), reason="saturates on this CPU"))
-      for k in ("fbgemm", "int_mm")),
+      for k in ("onednn", "fbgemm", "int_mm")),
     "fp32"])
 def test_int8_linear_equals_the_quant_linear_bit_for_bit(bits: int, granularity: str, learned: bool,
                                                          spread: float, kernel: LinearKernel) -> None:
