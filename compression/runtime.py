@@ -107,12 +107,14 @@ class Int8Linear(nn.Module):
     """A quantized Linear on int8 kernels: `QuantLinear`'s output, bit for bit.
 
     The kernel sums products of the reference's codes exactly (`LinearKernel`), and the sums are
-    scaled here as the reference scales them.
+    scaled here as the reference scales them. A call of fewer than `FEW_ROWS` rows (a decoding
+    step) takes `torch._int_mm` where it is exact: it has the least overhead per call.
     """
 
     def __init__(self, codes: QuantizedTensor, bias: torch.Tensor | None, act: ActivationQuantizer,
                  kernel: LinearKernel | None = None) -> None:
-        """`kernel`: None takes `linear_kernel()`, the fastest exact one here."""
+        """`kernel`: for calls of `FEW_ROWS` rows and more; None takes `linear_kernel()`, the
+        fastest exact one here."""
         super().__init__()
         self.out_features, self.in_features = codes.codes.shape
         self.activation_quantizer = act
@@ -120,15 +122,18 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_step", code_step(codes.scale, codes.scheme).detach().float().reshape(-1))
         self.register_buffer("bias", None if bias is None else bias.detach().float())
         self.kernel: LinearKernel = linear_kernel() if kernel is None else kernel
-        self._packed = _pack(self.kernel, codes.codes.to(torch.int8))
-        self.weight_bytes = codes.codes.numel() * (4 if self.kernel == "fp32" else 1)
+        self.few_rows_kernel: LinearKernel = "int_mm" if int8_sums_are_exact("int_mm") else self.kernel
+        ints = codes.codes.to(torch.int8)
+        self._packed = {k: _pack(k, ints) for k in {self.kernel, self.few_rows_kernel}}
+        self.weight_bytes = sum(ints.numel() * (4 if k == "fp32" else 1) for k in self._packed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).float()
         # A reused buffer: a fresh tensor per call pays page faults (see `_Scratch`).
         padded = _SCRATCH.take("linear_input", (rows.shape[0] + 1, self.in_features))
         _, step = activation_codes(self.activation_quantizer, rows, out=padded[:-1])
-        out = _sums(self.kernel, padded, self._packed, self.out_features).mul_(self.weight_step * step)
+        kernel = self.few_rows_kernel if rows.shape[0] < FEW_ROWS else self.kernel
+        out = _sums(kernel, padded, self._packed[kernel], self.out_features).mul_(self.weight_step * step)
         if self.bias is not None:
             out.add_(self.bias)
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
@@ -138,8 +143,11 @@ class Int8Linear(nn.Module):
                 f"act_bits={self.activation_quantizer.bits}, kernel={self.kernel}")
 
 
+FEW_ROWS = 64
+
 # Kernels that multiply int8 codes, fastest first on these CPUs (a 3137 x 768 x 3072 product:
-# onednn 51 ms, fbgemm 61 ms, _int_mm 51 ms plus conversions; about equal at decoding's 17 rows):
+# onednn 51 ms, fbgemm 61 ms, _int_mm 51 ms plus conversions; at 1-17 rows, with this module's
+# own work, _int_mm 0.06-0.13 ms, fbgemm 0.10-0.14, onednn 0.11-0.16):
 # - onednn: `qlinear_pointwise` on the codes + 128 as uint8 at scale 1 and zero point 128, fp32 out;
 # - fbgemm: the dynamic Linear, weight codes at scale 1, and one extra input row of +-127.5 that
 #   pins its input range to scale 1, so it reads the codes as they are (plus a zero point);

@@ -17,6 +17,7 @@ from compression.evaluate import rouge
 from compression.modules import AttentionQuantizers, QuantLinear, quantized_eager_attention
 from compression.quantizers import code_step, symmetric_scale
 from compression.runtime import (
+    FEW_ROWS,
     INT8_ATTENTION_MIN_QUERIES,
     INTEGER_CODE_ATTENTION,
     InplaceGelu,
@@ -41,11 +42,13 @@ SAMPLE_SIZE = 48
     *(pytest.param(k, marks=pytest.mark.skipif(not int8_sums_are_exact(k), reason="saturates on this CPU"))
       for k in ("onednn", "fbgemm", "int_mm")),
     "fp32"])
+@pytest.mark.parametrize("rows", [FEW_ROWS - 1, FEW_ROWS + 16])  # a decoding step's kernel, and `kernel`
 def test_int8_linear_equals_the_quant_linear_bit_for_bit(bits: int, granularity: str, learned: bool,
-                                                         spread: float, kernel: LinearKernel) -> None:
+                                                         spread: float, kernel: LinearKernel,
+                                                         rows: int) -> None:
     torch.manual_seed(123)
     reference = QuantLinear.from_linear(nn.Linear(64, 48), bits, 8, granularity, 2.5, learned).eval()
-    x = torch.randn(3, 5, 64) * spread
+    x = torch.randn(1, rows, 64) * spread
     with torch.no_grad():
         expected = reference(x)  # also fixes a learned activation step on first use
         fast = Int8Linear(reference.weight_quantizer.quantize(reference.weight), reference.bias,
