@@ -18,8 +18,8 @@ matrix products on fake-quantized activations. Here:
   dequantized weight, so the fast path changes no rounding the reference does not do.
 - CPU attention (`integer_code_attention`): the reference's codes of Q, K, V and the
   probabilities, multiplied as integers (`torch._int_mm` for an encoder where it is exact,
-  integer-valued fp32 for a decoding step) and scaled once per product, in fewer passes over the scores; the
-  cross-attention's codes are computed once per generate call instead of once per step.
+  integer-valued fp32 for a decoding step) and scaled once per product, in fewer passes over
+  the scores; the cross-attention's codes are computed once per generate call, not per step.
 - CPU memory: large per-call buffers (Int8Linear's input, the attention probabilities) are
   reused per thread and GELU runs in place, because a fresh large tensor pays page faults that
   cost more than the work on it on these hosts. The inference thread thus keeps its largest
@@ -223,6 +223,8 @@ def int8_sums_are_exact(kernel: LinearKernel) -> bool:
 def linear_kernel() -> LinearKernel:
     """The fastest kernel whose sums of codes are exact here."""
     return next((k for k in ("onednn", "fbgemm", "int_mm") if int8_sums_are_exact(k)), "fp32")
+
+
 def activation_codes(quantizer: ActivationQuantizer, x: torch.Tensor, owned: bool = False,
                      out: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
     """The reference's codes of `x` (integer-valued floats) and the value of one code, exactly as
