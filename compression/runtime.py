@@ -11,8 +11,10 @@ matrix products on fake-quantized activations. Here:
   reference's, whatever kernel or batch shape each side runs.
 - CPU: each quantized Linear becomes `Int8Linear`: an int8 kernel multiplies the reference's
   codes (exact int32 sums), the fastest one whose sums a probe finds exact on this CPU: onednn,
-  fbgemm, torch._int_mm, else fp32 codes (`LinearKernel`; without VNNI, u8 x s8 kernels may
-  saturate). platform-notes §2-3: int8 1.2-2.2x faster than fp32; torchao far slower, bf16 slow.
+  fbgemm, torch._int_mm (where it is not slower than fp32), else fp32 codes (`LinearKernel`).
+  Without VNNI, u8 x s8 kernels add pairs of products in saturating int16: there the weight codes
+  are split into pairs that cannot saturate and a sparse exact residual (`split_pairs`).
+  platform-notes §2-3: int8 1.2-2.2x faster than fp32; torchao far slower, bf16 slow.
 - CUDA: fp16 with dequantized weights; activations stay fake-quantized.
 - The tied LM head, whose input the reference does not quantize, runs in float with its
   dequantized weight, so the fast path changes no rounding the reference does not do.
@@ -34,6 +36,7 @@ import functools
 import math
 import struct
 import threading
+import time
 import warnings
 import weakref
 from dataclasses import asdict, dataclass
@@ -122,10 +125,11 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_step", code_step(codes.scale, codes.scheme).detach().float().reshape(-1))
         self.register_buffer("bias", None if bias is None else bias.detach().float())
         self.kernel: LinearKernel = linear_kernel() if kernel is None else kernel
-        self.few_rows_kernel: LinearKernel = "int_mm" if int8_sums_are_exact("int_mm") else self.kernel
+        self.few_rows_kernel: LinearKernel = "int_mm" if kernel_is_usable("int_mm") else self.kernel
         ints = codes.codes.to(torch.int8)
-        self._packed = {k: _pack(k, ints) for k in {self.kernel, self.few_rows_kernel}}
-        self.weight_bytes = sum(ints.numel() * (4 if k == "fp32" else 1) for k in self._packed)
+        self._packed = {k: _pack_exact(k, ints) for k in {self.kernel, self.few_rows_kernel}}
+        self.weight_bytes = sum(ints.numel() * (4 if k == "fp32" else 1) + (r.bytes if r else 0)
+                                for k, (_, r) in self._packed.items())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).float()
@@ -133,7 +137,12 @@ class Int8Linear(nn.Module):
         padded = _SCRATCH.take("linear_input", (rows.shape[0] + 1, self.in_features))
         _, step = activation_codes(self.activation_quantizer, rows, out=padded[:-1])
         kernel = self.few_rows_kernel if rows.shape[0] < FEW_ROWS else self.kernel
-        out = _sums(kernel, padded, self._packed[kernel], self.out_features).mul_(self.weight_step * step)
+        packed, residual = self._packed[kernel]
+        rest = None if residual is None else residual.products(padded[:-1])  # before `_sums` overwrites codes
+        out = _sums(kernel, padded, packed, self.out_features)
+        if rest is not None:
+            out.index_add_(1, residual.outputs, rest)
+        out.mul_(self.weight_step * step)
         if self.bias is not None:
             out.add_(self.bias)
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
@@ -199,30 +208,125 @@ def _unit_scales(count: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.ones(count), torch.zeros(count, dtype=torch.long)
 
 
-@functools.cache
-def int8_sums_are_exact(kernel: LinearKernel) -> bool:
-    """Whether a kernel sums full-range codes exactly on this CPU, probed once.
+# Without VNNI, u8 x s8 kernels add the products of each two neighbouring inputs (2j, 2j+1) in
+# saturating int16 (why torch quantizes to 7 bits there by default, `reduce_range`). The inputs
+# here are codes + 128, at most 255, so a pair of weight codes of one sign whose magnitudes sum to
+# at most PAIR_LIMIT cannot overflow: 255 * 128 = 32640 < 32767.
+PAIR_LIMIT = 128
 
-    With VNNI the int8 kernels accumulate in int32. Without, AVX2 adds pairs of u8 x s8 products
-    in saturating int16 (why torch quantizes to 7 bits there by default, `reduce_range`), which
-    codes of +-127 around a zero point of 128 would overflow. The probe: large codes of equal and
-    of mixed signs.
-    """
+
+@dataclass(frozen=True)
+class Residual:
+    """Weight codes kept out of the kernel's matrix: output `outputs[i]` also gets input
+    `inputs[i]` times `values[i]`, summed in fp32 (integers, exact)."""
+
+    outputs: torch.Tensor
+    inputs: torch.Tensor
+    values: torch.Tensor
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.outputs, self.inputs, self.values))
+
+    def products(self, codes: torch.Tensor) -> torch.Tensor:
+        return codes.index_select(1, self.inputs).mul_(self.values)
+
+
+def split_pairs(codes: torch.Tensor) -> tuple[torch.Tensor, Residual | None]:
+    """Weight codes (out x in) whose neighbouring same-sign pairs stay within PAIR_LIMIT, and the
+    residual that makes them whole: of each pair over the limit, the second code gives up the excess."""
+    ints = codes.to(torch.int32)
+    first, second = ints[:, 0:ints.shape[1] // 2 * 2:2], ints[:, 1::2]
+    over = (first * second > 0) & (first.abs() + second.abs() > PAIR_LIMIT)
+    if not bool(over.any()):
+        return codes, None
+    kept = torch.where(over, second.sign() * (PAIR_LIMIT - first.abs()), second)
+    outputs, pairs = over.nonzero(as_tuple=True)
+    main = ints.clone()
+    main[:, 1::2] = kept
+    residual = Residual(outputs, pairs * 2 + 1, (second - kept)[outputs, pairs].float())
+    return main.to(torch.int8), residual
+
+
+def _pack_exact(kernel: LinearKernel, codes: torch.Tensor) -> tuple[torch.Tensor, Residual | None]:
+    """The kernel's weights, split into pairs it sums exactly where it saturates full-range codes."""
+    if kernel in ("onednn", "fbgemm") and not int8_sums_are_exact(kernel):
+        main, residual = split_pairs(codes)
+        return _pack(kernel, main), residual
+    return _pack(kernel, codes), None
+
+
+def _exact_on_probe(kernel: LinearKernel, split: bool) -> bool:
+    """Whether the kernel forms exact sums of large codes of equal and of mixed signs."""
     width = 64
     padded = torch.full((5, width), 127.0)
     padded[1] = -127.0
     padded[2, ::2] = -127.0
     padded[3] = torch.arange(width) % 255 - 127.0
-    weight = torch.full((3, width), 127, dtype=torch.int8)
+    weight = torch.full((4, width), 127, dtype=torch.int8)
     weight[1] = -127
     weight[2, 1::2] = -127
+    weight[3] = (torch.arange(width) * 37 % 255 - 127).to(torch.int8)
     exact = padded[:-1] @ weight.float().t()
-    return torch.equal(_sums(kernel, padded, _pack(kernel, weight), weight.shape[0]), exact)
+    main, residual = split_pairs(weight) if split else (weight, None)
+    sums = _sums(kernel, padded.clone(), _pack(kernel, main), weight.shape[0])
+    if residual is not None:
+        sums.index_add_(1, residual.outputs, residual.products(padded[:-1]))
+    return torch.equal(sums, exact)
+
+
+@functools.cache
+def int8_sums_are_exact(kernel: LinearKernel) -> bool:
+    """Whether a kernel sums full-range codes exactly on this CPU, probed once (with VNNI the int8
+    kernels accumulate in int32; without, see PAIR_LIMIT)."""
+    return _exact_on_probe(kernel, split=False)
+
+
+@functools.cache
+def kernel_is_exact(kernel: LinearKernel) -> bool:
+    """Exact on this CPU, on full-range codes or on codes split into pairs (`split_pairs`)."""
+    splittable = kernel in ("onednn", "fbgemm")
+    return int8_sums_are_exact(kernel) or (splittable and _exact_on_probe(kernel, split=True))
+
+
+@functools.cache
+def int_mm_is_fast() -> bool:
+    """Whether `torch._int_mm` beats an fp32 product of the same codes here. With VNNI it is the
+    fastest kernel for few rows; on an AVX2-only host it took a slow path, ten times slower than
+    fp32 (16 x 768 x 3072: 36 ms against 3.7 ms)."""
+    codes = torch.randint(-127, 128, (32, 768), dtype=torch.int8)
+    weight = torch.randint(-127, 128, (768, 768), dtype=torch.int8)
+    floats, float_weight = codes.float(), weight.float()
+
+    def best_of_three(product: Any) -> float:
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            product()
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    return best_of_three(lambda: torch._int_mm(codes, weight)) < best_of_three(lambda: floats @ float_weight)
+
+
+@functools.cache
+def kernel_is_usable(kernel: LinearKernel) -> bool:
+    """Exact here and, for `_int_mm`, not slower than fp32."""
+    return kernel_is_exact(kernel) and (kernel != "int_mm" or int_mm_is_fast())
 
 
 def linear_kernel() -> LinearKernel:
     """The fastest kernel whose sums of codes are exact here."""
-    return next((k for k in ("onednn", "fbgemm", "int_mm") if int8_sums_are_exact(k)), "fp32")
+    return next((k for k in ("onednn", "fbgemm", "int_mm") if kernel_is_usable(k)), "fp32")
+
+
+def kernel_summary() -> str:
+    """The kernels an int8 form runs on this CPU, for /info."""
+    kernel = linear_kernel()
+    split = ", pairs split" if kernel in ("onednn", "fbgemm") and not int8_sums_are_exact(kernel) else ""
+    few = "int_mm" if kernel_is_usable("int_mm") else kernel
+    attention = "_int_mm" if kernel_is_usable("int_mm") else "fp32 codes"
+    return f"int8 linear ({kernel}{split}; {few} below {FEW_ROWS} rows), attention ({attention})"
 
 
 def activation_codes(quantizer: ActivationQuantizer, x: torch.Tensor, owned: bool = False,
@@ -323,7 +427,7 @@ def integer_code_attention(
                                          **kwargs)
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    int8 = quantizers.probs.bits > 2 and int8_sums_are_exact("int_mm")
+    int8 = quantizers.probs.bits > 2 and kernel_is_usable("int_mm")
     if query.shape[2] >= INT8_ATTENTION_MIN_QUERIES and int8:
         return _int8_attention(quantizers, query, key, value, attention_mask, scaling), None
     q_codes, q_step = activation_codes(quantizers.query, query * scaling, owned=True)
@@ -495,9 +599,7 @@ def optimize_for_inference(model: nn.Module, *, device: str = "auto",
         model.to(device=target, dtype=torch.float16)
     else:
         model.to(target)
-    attention_kernel = "_int_mm" if int8_sums_are_exact("int_mm") else "fp32 codes"
-    kernel = {"int8": f"int8 linear ({linear_kernel()}), attention ({attention_kernel})", "fp16": "cuda fp16",
-              "reference": "fp32"}[form]
+    kernel = {"int8": kernel_summary(), "fp16": "cuda fp16", "reference": "fp32"}[form]
     info = RuntimeInfo(
         device=target,
         form="int8_dynamic" if form == "int8" else form,

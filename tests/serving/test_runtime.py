@@ -20,13 +20,15 @@ from compression.runtime import (
     FEW_ROWS,
     INT8_ATTENTION_MIN_QUERIES,
     INTEGER_CODE_ATTENTION,
+    PAIR_LIMIT,
     InplaceGelu,
     Int8Linear,
     LinearKernel,
-    int8_sums_are_exact,
     integer_code_attention,
+    kernel_is_exact,
     model_bytes,
     optimize_for_inference,
+    split_pairs,
     symmetric_scale_and_step,
 )
 from tests.serving.conftest import pack_student
@@ -39,7 +41,7 @@ SAMPLE_SIZE = 48
                                                       (2, "per_tensor", False), (8, "per_row", True)])
 @pytest.mark.parametrize("spread", [0.5, 4.0])  # inside the clip, and past it
 @pytest.mark.parametrize("kernel", [
-    *(pytest.param(k, marks=pytest.mark.skipif(not int8_sums_are_exact(k), reason="saturates on this CPU"))
+    *(pytest.param(k, marks=pytest.mark.skipif(not kernel_is_exact(k), reason="saturates on this CPU"))
       for k in ("onednn", "fbgemm", "int_mm")),
     "fp32"])
 @pytest.mark.parametrize("rows", [FEW_ROWS - 1, FEW_ROWS + 16])  # a decoding step's kernel, and `kernel`
@@ -54,6 +56,23 @@ def test_int8_linear_equals_the_quant_linear_bit_for_bit(bits: int, granularity:
         fast = Int8Linear(reference.weight_quantizer.quantize(reference.weight), reference.bias,
                           reference.activation_quantizer, kernel=kernel)
         assert torch.equal(fast(x), expected)
+
+
+def test_split_pairs_keeps_same_sign_pairs_within_the_limit_and_the_residual_restores_the_codes() -> None:
+    torch.manual_seed(11)
+    codes = torch.randint(-127, 128, (32, 67), dtype=torch.int8)  # an odd width: the last input has no pair
+    main, residual = split_pairs(codes)
+    assert residual is not None
+    first, second = main[:, 0:66:2].int(), main[:, 1::2].int()
+    assert not ((first * second > 0) & (first.abs() + second.abs() > PAIR_LIMIT)).any()
+    restored = main.float().index_put_((residual.outputs, residual.inputs), residual.values, accumulate=True)
+    assert torch.equal(restored, codes.float())
+
+
+def test_split_pairs_leaves_codes_that_cannot_saturate_whole() -> None:
+    codes = torch.tensor([[64, 64, -127, 127, 5]], dtype=torch.int8)
+    main, residual = split_pairs(codes)
+    assert residual is None and main is codes
 
 
 @pytest.mark.parametrize("bits,clip", [(8, 2.5), (4, 2.5), (8, 1.7), (3, 0.3)])
