@@ -6,6 +6,8 @@ On the same inputs in one run, for each teacher shape:
 - a 6-3, 8-8-8 PTQ student (build_student + quantize_model + pack, untrained: the output length
   is fixed, so timing does not depend on training) served by `serving.app` under uvicorn on
   127.0.0.1, queried over HTTP with the given concurrency.
+Each side gets `--cores` cores: the teacher as that many torch threads, the server as that many
+inference streams of one thread each (its default on a CPU host).
 Each scenario runs on the teacher and then on the server, in turn, so both sides see the same
 machine load. Greedy decoding with min_new_tokens = max_new_tokens = 32. Scenarios: natural validation inputs
 at concurrency 1 and 16, and an input-length sweep (64/256/512 tokens) at concurrency 16.
@@ -226,9 +228,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_dir: Path, threads: int, port: int) -> subprocess.Popen[bytes]:
+def start_server(data_dir: Path, cores: int, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "DQB_DATA_DIR": str(data_dir), "DQB_SERVING_MAX_BATCH_SIZE": "16",
-           "OMP_NUM_THREADS": str(threads), "DQB_LOG_LEVEL": "WARNING"}
+           "DQB_SERVING_STREAMS": str(cores), "OMP_NUM_THREADS": "1", "DQB_LOG_LEVEL": "WARNING"}
     command = [sys.executable, "-m", "uvicorn", "--factory", "serving.app:create_app", "--host", "127.0.0.1",
                "--port", str(port), "--log-level", "warning", "--no-access-log"]
     return subprocess.Popen(command, cwd=REPO, env=env)
@@ -280,15 +282,15 @@ async def _drive(base: str, model_id: str, key: str, scenario: Scenario) -> dict
     return {"latencies": latencies, "wall": wall, "mean_batch": statistics.fmean(server_batches)}
 
 
-def run_both(teacher_dir: Path, student_dir: Path, plan: list[Scenario], threads: int,
+def run_both(teacher_dir: Path, student_dir: Path, plan: list[Scenario], cores: int,
              work: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Each scenario on the teacher, then on the server, in turn: both sides see the same load."""
     data_dir = work / "service"
     data_dir.mkdir()
     model_id, key = store_student(student_dir, data_dir)
     port = _free_port()
-    server = start_server(data_dir, threads, port)
-    teacher = TeacherProcess(teacher_dir, threads)
+    server = start_server(data_dir, cores, port)
+    teacher = TeacherProcess(teacher_dir, cores)
     base = f"http://127.0.0.1:{port}"
     try:
         asyncio.run(_wait_healthy(base, server))
@@ -297,7 +299,8 @@ def run_both(teacher_dir: Path, student_dir: Path, plan: list[Scenario], threads
         for scenario in plan:
             teacher_runs[scenario.name] = teacher.run(scenario)
             served_runs[scenario.name] = asyncio.run(_drive(base, model_id, key, scenario))
-        served = {"scenarios": served_runs, "memory": _memory(server.pid), "runtime": info["runtime"]}
+        served = {"scenarios": served_runs, "memory": _memory(server.pid), "runtime": info["runtime"],
+                  "batching": info["batching"]}
         return {"scenarios": teacher_runs, "memory": teacher.finish()}, served
     finally:
         server.terminate()
@@ -345,8 +348,8 @@ def compare(teacher: dict[str, Any], served: dict[str, Any], plan: list[Scenario
 
 
 def print_table(shape: Shape, rows: list[dict[str, Any]], teacher_mem: dict[str, float],
-                served_mem: dict[str, float]) -> None:
-    print(f"\n## {shape.name} (vocab {shape.vocab}): teacher fp32 6-6 vs served 6-3 8-8-8")
+                served_mem: dict[str, float], kernel: str) -> None:
+    print(f"\n## {shape.name} (vocab {shape.vocab}): teacher fp32 6-6 vs served 6-3 8-8-8 ({kernel})")
     print("| scenario | teacher p50 / p95 s | served p50 / p95 s | teacher in/s | served in/s "
           "| p50 x | throughput x | served batch |")
     print("|---|---|---|---|---|---|---|---|")
@@ -361,18 +364,19 @@ def print_table(shape: Shape, rows: list[dict[str, Any]], teacher_mem: dict[str,
           f"server process {served_mem['peak_mib']:.0f} MiB (rss {served_mem['rss_mib']:.0f})")
 
 
-def bench_shape(shape: Shape, quick: bool, threads: int) -> dict[str, Any]:
+def bench_shape(shape: Shape, quick: bool, cores: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()
         teacher_dir, student_dir = build_models(shape, work)
         plan = scenarios(teacher_dir, quick)
         build_s = time.perf_counter() - t0
-        teacher, served = run_both(teacher_dir, student_dir, plan, threads, work)
+        teacher, served = run_both(teacher_dir, student_dir, plan, cores, work)
     rows = compare(teacher, served, plan)
-    print_table(shape, rows, teacher["memory"], served["memory"])
+    print_table(shape, rows, teacher["memory"], served["memory"], served["runtime"]["kernel"])
     return {"shape": asdict(shape), "rows": rows, "teacher_memory": teacher["memory"],
             "served_memory": served["memory"], "runtime": served["runtime"],
+            "streams": served["batching"]["streams"],
             "build_seconds": round(build_s, 1), "load_average": os.getloadavg()}
 
 
@@ -381,9 +385,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small shapes and few requests (smoke run)")
     parser.add_argument("--shapes", default=None, help="comma-separated, from: " + ", ".join(SHAPES))
-    # Intra-op threads of each side. On cores shared with other work, 2 OpenMP threads can run
-    # 10x slower than 1 (spinning barriers), so compare both sides at 1 there.
-    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)),
+                        help="cores of each side: teacher torch threads, server inference streams")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve.json")
     parser.add_argument("--teacher-worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -392,8 +395,8 @@ def main() -> None:
         return
     names = args.shapes.split(",") if args.shapes else (["tiny"] if args.quick else ["base", "small"])
     started = time.perf_counter()
-    results = [bench_shape(SHAPES[name], args.quick, args.threads) for name in names]
-    report = {"quick": args.quick, "threads": args.threads, "new_tokens": NEW_TOKENS,
+    results = [bench_shape(SHAPES[name], args.quick, args.cores) for name in names]
+    report = {"quick": args.quick, "cores": args.cores, "new_tokens": NEW_TOKENS,
               "cpu_count": os.cpu_count(), "seconds": round(time.perf_counter() - started, 1),
               "shapes": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)

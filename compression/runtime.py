@@ -383,19 +383,21 @@ def _symmetric_codes(quantizer: ActivationQuantizer, x: torch.Tensor, scale: flo
 def _cached_codes(module: nn.Module, name: str, quantizer: ActivationQuantizer,
                   x: torch.Tensor) -> tuple[torch.Tensor, float]:
     """Codes of a key or value tensor; a tensor that comes back (the cross-attention's, at every
-    decoding step) is quantized once. An entry lives as long as its tensor."""
-    cache: dict[str, tuple[weakref.ref[torch.Tensor], torch.Tensor, float]] = module.__dict__.setdefault(
-        "_code_cache", {})
-    entry = cache.get(name)
+    decoding step) is quantized once. An entry lives as long as its tensor; each inference
+    thread has its own, as generate calls on several threads share the module."""
+    cache: dict[tuple[str, int], tuple[weakref.ref[torch.Tensor], torch.Tensor, float]] = (
+        module.__dict__.setdefault("_code_cache", {}))
+    slot = (name, threading.get_ident())
+    entry = cache.get(slot)
     if entry is not None and entry[0]() is x:
         return entry[1], entry[2]
     codes, step = activation_codes(quantizer, x)
 
     def forget(ref: weakref.ref[torch.Tensor]) -> None:
-        if name in cache and cache[name][0] is ref:
-            del cache[name]
+        if slot in cache and cache[slot][0] is ref:
+            del cache[slot]
 
-    cache[name] = (weakref.ref(x, forget), codes, step)
+    cache[slot] = (weakref.ref(x, forget), codes, step)
     return codes, step
 
 

@@ -10,6 +10,7 @@ mode) includes `serving.routes.router` and sets its own `state.serving` to this 
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -17,7 +18,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from api.errors import install_error_handlers
-from compression.runtime import Form
+from compression.runtime import Form, resolve_device
 from serving import routes
 from serving.batcher import BatchLimits
 from serving.service import InferenceService
@@ -36,7 +37,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         blobs=LocalBlobStore(settings.artifact_dir),
         cache_root=settings.cache_dir / "serving",
         limits=limits or BatchLimits(settings.SERVING_MAX_BATCH_SIZE, settings.SERVING_MAX_WAIT_MS,
-                                     settings.SERVING_MAX_QUEUE),
+                                     settings.SERVING_MAX_QUEUE, streams=inference_streams(settings)),
         cache_budget_bytes=cache_budget_bytes or settings.SERVING_CACHE_BYTES,
         registry=registry,
         device=settings.DEVICE,
@@ -59,6 +60,13 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     app.add_api_route("/metrics", _metrics(registry), methods=["GET"], include_in_schema=False)
     app.add_api_route("/health", _health, methods=["GET"], include_in_schema=False)
     return app
+
+
+def inference_streams(settings: Settings) -> int:
+    """`SERVING_STREAMS`, or by default one stream per usable core on a CPU host, one on a GPU."""
+    if settings.SERVING_STREAMS > 0:
+        return settings.SERVING_STREAMS
+    return len(os.sched_getaffinity(0)) if resolve_device(settings.DEVICE) == "cpu" else 1
 
 
 def _mark_arrivals(service: InferenceService) -> Callable[[Request, Callable[[Request], Awaitable[Response]]],

@@ -2,8 +2,9 @@
 
 Items wait in a bounded queue. One dispatcher takes the key of the oldest waiting item, waits
 until that key has `max_batch_size` items or the oldest has waited `max_wait_ms`, and runs the
-batch in the inference thread. Batches run one at a time: on a CPU host the cores are shared by
-all models, and items that arrive during a batch simply join the next one. A full queue raises
+batch on an inference thread. Up to `streams` batches run at once, each on its own thread; the
+waiting items are shared out among the free streams, so that a burst keeps every stream busy.
+Items that arrive while all streams are busy join the next batch. A full queue raises
 `QueueFull`, which the routes answer with 429 and Retry-After.
 """
 
@@ -33,10 +34,13 @@ class BatchLimits:
     # While requests are still being read (auth, tokenizing), a batch may wait up to this long
     # for them: a burst of concurrent requests then shares one call instead of two.
     max_hold_ms: float = 250.0
+    # Batches that run at once. On a CPU host, one per core with one torch thread each beats one
+    # batch on all cores: decoding is many small ops, which intra-op threads cannot share out.
+    streams: int = 1
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1 or self.max_queue < 1 or self.max_wait_ms < 0:
-            raise ValueError("max_batch_size and max_queue must be >= 1, max_wait_ms >= 0")
+        if min(self.max_batch_size, self.max_queue, self.streams) < 1 or self.max_wait_ms < 0:
+            raise ValueError("max_batch_size, max_queue and streams must be >= 1, max_wait_ms >= 0")
 
 
 @dataclass(frozen=True)
@@ -88,14 +92,18 @@ class Batcher(Generic[Item, Result]):
 
     def __init__(self, run_batch: BatchFn, limits: BatchLimits,
                  on_depth: Callable[[int], None] | None = None,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None,
+                 on_thread_start: Callable[[], None] | None = None) -> None:
+        """`on_thread_start` runs first on each inference thread (its torch settings, say)."""
         self._run_batch = run_batch
         self.limits = limits
+        self._on_thread_start = on_thread_start
         self._on_depth = on_depth or (lambda depth: None)
         self._on_batch = on_batch or (lambda size: None)
         self._pending: dict[Hashable, deque[_Pending]] = {}
         self._depth = 0
         self._arriving = 0
+        self._running: set[asyncio.Task[None]] = set()
         # Made on first use, so a batcher closed by one app lifespan works again in the next.
         self._executor: ThreadPoolExecutor | None = None
         self._wakeup = asyncio.Event()
@@ -131,8 +139,9 @@ class Batcher(Generic[Item, Result]):
             raise
 
     def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in (self._task, *self._running):
+            if task is not None:
+                task.cancel()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
@@ -144,12 +153,13 @@ class Batcher(Generic[Item, Result]):
         if self._task is None or self._task.done() or self._loop is not loop:
             self._loop = loop
             self._wakeup = asyncio.Event()
+            self._running = set()
             self._task = loop.create_task(self._dispatch_forever(self._wakeup))
         return self._wakeup
 
     def _retry_after_s(self) -> int:
         batches_ahead = math.ceil(self._depth / self.limits.max_batch_size)
-        return max(1, math.ceil(batches_ahead * self._recent_batch_s))
+        return max(1, math.ceil(batches_ahead * self._recent_batch_s / self.limits.streams))
 
     def _set_depth(self, depth: int) -> None:
         self._depth = depth
@@ -168,14 +178,23 @@ class Batcher(Generic[Item, Result]):
         return min(heads)[2] if heads else None
 
     async def _dispatch_forever(self, wakeup: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             key = self._oldest_key()
-            if key is None:
+            if key is None or len(self._running) >= self.limits.streams:
                 wakeup.clear()
                 await wakeup.wait()
                 continue
             await self._gather(key, wakeup)
-            await self._run(self._take(key))
+            batch = self._take(key, free_streams=self.limits.streams - len(self._running))
+            if batch:
+                task = loop.create_task(self._run(batch))
+                self._running.add(task)
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._wakeup.set()
 
     async def _gather(self, key: Hashable, wakeup: asyncio.Event) -> None:
         """Wait until the key's batch is full or its oldest item has waited long enough."""
@@ -192,12 +211,14 @@ class Batcher(Generic[Item, Result]):
             except TimeoutError:
                 return
 
-    def _take(self, key: Hashable) -> list[_Pending]:
+    def _take(self, key: Hashable, free_streams: int) -> list[_Pending]:
+        """The key's next batch: its share of the waiting items among the free streams."""
         queue = self._pending.get(key)
         if not queue:
             self._pending.pop(key, None)
             return []
-        batch = [queue.popleft() for _ in range(min(len(queue), self.limits.max_batch_size))]
+        size = min(math.ceil(len(queue) / free_streams), self.limits.max_batch_size)
+        batch = [queue.popleft() for _ in range(size)]
         if not queue:
             del self._pending[key]
         self._set_depth(self._depth - len(batch))
@@ -211,7 +232,8 @@ class Batcher(Generic[Item, Result]):
         key, items = batch[0].key, [entry.item for entry in batch]
         try:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+                self._executor = ThreadPoolExecutor(self.limits.streams, "inference",
+                                                    initializer=self._on_thread_start)
             results = await loop.run_in_executor(self._executor, self._run_batch, key, items)
         except Exception as exc:  # every caller of the batch gets the failure
             for entry in batch:

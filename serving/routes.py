@@ -153,7 +153,8 @@ async def info(model_id: str, request: Request, key: ApiKey) -> dict[str, Any]:
         "max_source_length": loaded.max_source_length,
         "generation_defaults": loaded.generation_defaults,
         "batching": {"max_batch_size": limits.max_batch_size, "max_wait_ms": limits.max_wait_ms,
-                     "max_queue": limits.max_queue, "queue_depth": service.batcher.depth},
+                     "max_queue": limits.max_queue, "streams": limits.streams,
+                     "queue_depth": service.batcher.depth},
         "cache": {"budget_bytes": service.cache.budget_bytes, "used_bytes": service.cache.used_bytes,
                   "models": service.cache.keys()},
     }

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
-from compression.runtime import Form
+from compression.runtime import Form, resolve_device
 from serving.batcher import Arrival, Batcher, BatchLimits, Timing
 from serving.cache import Loaded, ModelCache
 from serving.generation import Generated, GenerationItem, batch_key, encode, run_batch
@@ -51,9 +54,17 @@ class InferenceService:
             self._load, cache_budget_bytes, on_load=self._loaded, on_evict=self._evicted)
         self.batcher: Batcher[GenerationItem, Generated] = Batcher(
             run_batch, limits, on_depth=self.metrics.queue_depth.set,
-            on_batch=self.metrics.batch_size.observe)
+            on_batch=self.metrics.batch_size.observe, on_thread_start=self._share_cores(limits.streams))
         self._records: dict[str, ModelRecord] = {}
         self._lookups: dict[tuple[str, str], tuple[float, ModelRecord]] = {}
+
+    def _share_cores(self, streams: int) -> Callable[[], None] | None:
+        """On a CPU host, concurrent batches split the cores: each inference thread runs torch on
+        its share (torch's thread count is process-wide: this process serves, it does not train)."""
+        if streams == 1 or resolve_device(self.device) != "cpu":
+            return None
+        threads = max(1, len(os.sched_getaffinity(0)) // streams)
+        return lambda: torch.set_num_threads(threads)
 
     def cached_record(self, *, key: str, model_id: str) -> ModelRecord | None:
         """A recent lookup of this key and model, if any (no database work on the hot path)."""

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     SERVING_MAX_WAIT_MS: float = 50.0  # small against a CPU batch; requests being read extend it
     SERVING_MAX_QUEUE: int = 256  # inputs waiting; beyond it requests get 429
     SERVING_CACHE_BYTES: int = 4 * GIB
+    # Batches that run at once; 0: on a CPU host one per core, each on one torch thread; 1 on a GPU.
+    SERVING_STREAMS: int = 0
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from serving import routes as serving_routes
-from serving.app import create_app
+from serving.app import create_app, inference_streams
 from serving.batcher import BatchLimits
 from serving.generation import GenerationItem, encode, run_batch
 from serving.schemas import GenerationParameters
@@ -137,6 +138,29 @@ def test_concurrent_requests_share_a_generate_call_and_keep_their_answers(
     assert len(set(expected)) > 1
 
 
+def test_generate_calls_on_two_streams_at_once_each_answer_their_own_input(
+        serving_settings: Settings, diverse_artifact: Path) -> None:
+    # Batches of one: an input's answer depends on its batch (per-tensor activation ranges).
+    app = create_app(serving_settings, limits=BatchLimits(max_batch_size=1, max_wait_ms=0, streams=2))
+    model = store_artifact(serving_settings, diverse_artifact)
+
+    async def scenario(client: httpx.AsyncClient) -> list[httpx.Response]:
+        return await asyncio.gather(*(post(client, model, text) for text in TEXTS))
+
+    responses = call(app, scenario)
+    loaded = app.state.serving.cache.peek(model.id).value
+    params = app.state.serving.resolve(loaded, GenerationParameters(**SHORT))
+    alone = [run_batch(None, [GenerationItem(loaded, params, ids)])[0].text
+             for ids in encode(loaded, TEXTS, True)]
+    assert [r.json()[0]["summary_text"] for r in responses] == alone
+
+
+def test_a_cpu_host_serves_one_stream_per_core_by_default(serving_settings: Settings) -> None:
+    cpu = serving_settings.model_copy(update={"DEVICE": "cpu"})
+    assert inference_streams(cpu) == len(os.sched_getaffinity(0))
+    assert inference_streams(cpu.model_copy(update={"SERVING_STREAMS": 3})) == 3
+
+
 def test_a_full_queue_answers_429_with_retry_after(serving_settings: Settings, stored_model: Any) -> None:
     app = create_app(serving_settings, limits=BatchLimits(max_batch_size=1, max_wait_ms=0, max_queue=1))
     model = stored_model()
@@ -158,6 +182,7 @@ def test_info_reports_the_runtime_chosen_on_load(app: FastAPI, stored_model: Any
     assert response.status_code == 200
     runtime = response.json()["runtime"]
     assert runtime["form"] == "int8_dynamic" and runtime["int8_layers"] > 0
+    assert response.json()["batching"]["streams"] == app.state.serving.batcher.limits.streams
 
 
 def test_a_corrupted_artifact_is_not_served(app: FastAPI, stored_model: Any,

@@ -111,3 +111,33 @@ def test_a_batch_waits_for_a_request_still_arriving() -> None:
     asyncio.run(scenario())
     batcher.close()
     assert recorder.calls == [("k", ["early", "late"])]
+
+
+def test_two_streams_run_two_batches_at_once_sharing_a_burst() -> None:
+    both_running = threading.Barrier(2, timeout=5)  # broken unless the other batch runs meanwhile
+    sizes: list[int] = []
+
+    def run(key: Hashable, items: list[str]) -> list[str]:
+        both_running.wait()
+        sizes.append(len(items))
+        return [item.upper() for item in items]
+
+    batcher = Batcher(run, BatchLimits(max_batch_size=8, max_wait_ms=50, streams=2))
+
+    async def scenario() -> list[list[tuple[str, object]]]:
+        return await asyncio.gather(*(batcher.submit("k", [f"t{i}"]) for i in range(8)))
+
+    results = asyncio.run(scenario())
+    batcher.close()
+    assert sorted(sizes) == [4, 4]
+    assert [r[0][0] for r in results] == [f"T{i}" for i in range(8)]
+
+
+def test_each_inference_thread_starts_with_the_given_setup() -> None:
+    prepared: set[str] = set()
+    batcher = Batcher(lambda key, items: [threading.current_thread().name in prepared for _ in items],
+                      BatchLimits(max_wait_ms=0),
+                      on_thread_start=lambda: prepared.add(threading.current_thread().name))
+    results = asyncio.run(batcher.submit("k", ["x"]))
+    batcher.close()
+    assert results[0][0] is True
