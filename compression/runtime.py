@@ -110,22 +110,21 @@ class Int8Linear(nn.Module):
     """A quantized Linear on int8 kernels: `QuantLinear`'s output, bit for bit.
 
     The kernel sums products of the reference's codes exactly (`LinearKernel`), and the sums are
-    scaled here as the reference scales them. A call of fewer than `FEW_ROWS` rows (a decoding
-    step) takes `torch._int_mm` where it is exact: it has the least overhead per call.
+    scaled here as the reference scales them. Calls of fewer than `FEW_ROWS` rows (decoding
+    steps) and larger ones may each take their own kernel (`fastest_kernel`).
     """
 
     def __init__(self, codes: QuantizedTensor, bias: torch.Tensor | None, act: ActivationQuantizer,
                  kernel: LinearKernel | None = None) -> None:
-        """`kernel`: for calls of `FEW_ROWS` rows and more; None takes `linear_kernel()`, the
-        fastest exact one here."""
+        """`kernel`: for every call; None takes the fastest exact ones here, per row regime."""
         super().__init__()
         self.out_features, self.in_features = codes.codes.shape
         self.activation_quantizer = act
         # The value of one weight code per output, as `WeightQuantizer.codes` gives it to the reference.
         self.register_buffer("weight_step", code_step(codes.scale, codes.scheme).detach().float().reshape(-1))
         self.register_buffer("bias", None if bias is None else bias.detach().float())
-        self.kernel: LinearKernel = linear_kernel() if kernel is None else kernel
-        self.few_rows_kernel: LinearKernel = "int_mm" if kernel_is_usable("int_mm") else self.kernel
+        self.kernel: LinearKernel = fastest_kernel("many") if kernel is None else kernel
+        self.few_rows_kernel: LinearKernel = fastest_kernel("few") if kernel is None else kernel
         ints = codes.codes.to(torch.int8)
         self._packed = {k: _pack_exact(k, ints) for k in {self.kernel, self.few_rows_kernel}}
         self.weight_bytes = sum(ints.numel() * (4 if k == "fp32" else 1) + (r.bytes if r else 0)
@@ -294,19 +293,9 @@ def int_mm_is_fast() -> bool:
     """Whether `torch._int_mm` beats an fp32 product of the same codes here. With VNNI it is the
     fastest kernel for few rows; on an AVX2-only host it took a slow path, ten times slower than
     fp32 (16 x 768 x 3072: 36 ms against 3.7 ms)."""
-    codes = torch.randint(-127, 128, (32, 768), dtype=torch.int8)
+    codes = torch.randint(-127, 128, (33, 768)).float()
     weight = torch.randint(-127, 128, (768, 768), dtype=torch.int8)
-    floats, float_weight = codes.float(), weight.float()
-
-    def best_of_three(product: Any) -> float:
-        times = []
-        for _ in range(3):
-            started = time.perf_counter()
-            product()
-            times.append(time.perf_counter() - started)
-        return min(times)
-
-    return best_of_three(lambda: torch._int_mm(codes, weight)) < best_of_three(lambda: floats @ float_weight)
+    return _seconds_per_product("int_mm", codes, weight) < _seconds_per_product("fp32", codes, weight)
 
 
 @functools.cache
@@ -315,18 +304,42 @@ def kernel_is_usable(kernel: LinearKernel) -> bool:
     return kernel_is_exact(kernel) and (kernel != "int_mm" or int_mm_is_fast())
 
 
-def linear_kernel() -> LinearKernel:
-    """The fastest kernel whose sums of codes are exact here."""
-    return next((k for k in ("onednn", "fbgemm", "int_mm") if kernel_is_usable(k)), "fp32")
+# Rows of the timed products: a decoding step of a small batch, and part of an encoder's input.
+_PROBE_ROWS = {"few": 8, "many": 256}
+
+
+@functools.cache
+def fastest_kernel(regime: Literal["few", "many"]) -> LinearKernel:
+    """The fastest usable int8 kernel here for calls of fewer than `FEW_ROWS` rows ("few") or
+    more, timed once on a 768 x 3072 product (fp32 codes only where none is exact). The order
+    differs by CPU: with AVX-512 VNNI, onednn and `_int_mm` for few rows; on AVX2, fbgemm (one
+    row of 768 x 3072: 0.39 ms against onednn's 0.79)."""
+    candidates: list[LinearKernel] = [k for k in ("onednn", "fbgemm", "int_mm") if kernel_is_usable(k)]
+    if not candidates:
+        return "fp32"
+    weight = torch.randint(-60, 61, (3072, 768), dtype=torch.int8)
+    codes = torch.randint(-127, 128, (_PROBE_ROWS[regime] + 1, 768)).float()
+    return min(candidates, key=lambda k: _seconds_per_product(k, codes, weight))
+
+
+def _seconds_per_product(kernel: LinearKernel, padded: torch.Tensor, weight: torch.Tensor) -> float:
+    """The best of three timed calls of `_sums` (after one to warm up)."""
+    packed = _pack(kernel, weight)
+    times = []
+    for _ in range(4):
+        codes = padded.clone()
+        started = time.perf_counter()
+        _sums(kernel, codes, packed, weight.shape[0])
+        times.append(time.perf_counter() - started)
+    return min(times[1:])
 
 
 def kernel_summary() -> str:
     """The kernels an int8 form runs on this CPU, for /info."""
-    kernel = linear_kernel()
-    split = ", pairs split" if kernel in ("onednn", "fbgemm") and not int8_sums_are_exact(kernel) else ""
-    few = "int_mm" if kernel_is_usable("int_mm") else kernel
+    many, few = fastest_kernel("many"), fastest_kernel("few")
+    split = ", pairs split" if many in ("onednn", "fbgemm") and not int8_sums_are_exact(many) else ""
     attention = "_int_mm" if kernel_is_usable("int_mm") else "fp32 codes"
-    return f"int8 linear ({kernel}{split}; {few} below {FEW_ROWS} rows), attention ({attention})"
+    return f"int8 linear ({many}{split}; {few} below {FEW_ROWS} rows), attention ({attention})"
 
 
 def activation_codes(quantizer: ActivationQuantizer, x: torch.Tensor, owned: bool = False,

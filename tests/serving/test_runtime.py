@@ -24,6 +24,7 @@ from compression.runtime import (
     InplaceGelu,
     Int8Linear,
     LinearKernel,
+    fastest_kernel,
     integer_code_attention,
     kernel_is_exact,
     model_bytes,
@@ -44,7 +45,7 @@ SAMPLE_SIZE = 48
     *(pytest.param(k, marks=pytest.mark.skipif(not kernel_is_exact(k), reason="saturates on this CPU"))
       for k in ("onednn", "fbgemm", "int_mm")),
     "fp32"])
-@pytest.mark.parametrize("rows", [FEW_ROWS - 1, FEW_ROWS + 16])  # a decoding step's kernel, and `kernel`
+@pytest.mark.parametrize("rows", [FEW_ROWS - 1, FEW_ROWS + 16])  # both row regimes
 def test_int8_linear_equals_the_quant_linear_bit_for_bit(bits: int, granularity: str, learned: bool,
                                                          spread: float, kernel: LinearKernel,
                                                          rows: int) -> None:
@@ -56,6 +57,12 @@ def test_int8_linear_equals_the_quant_linear_bit_for_bit(bits: int, granularity:
         fast = Int8Linear(reference.weight_quantizer.quantize(reference.weight), reference.bias,
                           reference.activation_quantizer, kernel=kernel)
         assert torch.equal(fast(x), expected)
+
+
+@pytest.mark.parametrize("regime", ["few", "many"])
+def test_the_kernel_timed_fastest_here_is_an_exact_one(regime: str) -> None:
+    kernel = fastest_kernel(regime)
+    assert kernel == "fp32" or kernel_is_exact(kernel)
 
 
 def test_split_pairs_keeps_same_sign_pairs_within_the_limit_and_the_residual_restores_the_codes() -> None:
