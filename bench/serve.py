@@ -380,6 +380,13 @@ def bench_shape(shape: Shape, quick: bool, cores: int) -> dict[str, Any]:
             "build_seconds": round(build_s, 1), "load_average": os.getloadavg()}
 
 
+def _cpu_capability() -> str:
+    """The widest vector ISA torch dispatches to here (AVX2, AVX512, ...): it decides the int8 kernels."""
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -397,7 +404,8 @@ def main() -> None:
     started = time.perf_counter()
     results = [bench_shape(SHAPES[name], args.quick, args.cores) for name in names]
     report = {"quick": args.quick, "cores": args.cores, "new_tokens": NEW_TOKENS,
-              "cpu_count": os.cpu_count(), "seconds": round(time.perf_counter() - started, 1),
+              "cpu_count": os.cpu_count(), "cpu_capability": _cpu_capability(),
+              "seconds": round(time.perf_counter() - started, 1),
               "shapes": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

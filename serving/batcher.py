@@ -1,10 +1,11 @@
 """Dynamic batching: concurrent work items with the same key run as one call.
 
-Items wait in a bounded queue. One dispatcher takes the key of the oldest waiting item, waits
-until that key has `max_batch_size` items or the oldest has waited `max_wait_ms`, and runs the
-batch on an inference thread. Up to `streams` batches run at once, each on its own thread; the
-waiting items are shared out among the free streams, so that a burst keeps every stream busy.
-Items that arrive while all streams are busy join the next batch. A full queue raises
+Items wait in a bounded queue. Up to `streams` batches run at once, each on its own inference
+thread. While a stream is free, one dispatcher takes the key of the oldest waiting item, waits
+until that key has a stream's share of a full batch (`max_batch_size / streams`) or the oldest
+has waited `max_wait_ms`, and runs the batch: the waiting items shared out among the free
+streams, at least a stream's share and at most `max_batch_size`. Items that arrive while every
+stream is busy join the next batch. A full queue raises
 `QueueFull`, which the routes answer with 429 and Retry-After.
 """
 
@@ -200,7 +201,7 @@ class Batcher(Generic[Item, Result]):
         """Wait until the key's batch is full or its oldest item has waited long enough."""
         queue = self._pending[key]
         first = queue[0].enqueued
-        while queue and len(queue) < self.limits.max_batch_size:
+        while queue and len(queue) < self._stream_share():
             wait_ms = self.limits.max_hold_ms if self._arriving else self.limits.max_wait_ms
             remaining = first + wait_ms / 1000 - time.perf_counter()
             if remaining <= 0:
@@ -211,13 +212,19 @@ class Batcher(Generic[Item, Result]):
             except TimeoutError:
                 return
 
+    def _stream_share(self) -> int:
+        """One stream's part of a full load: a batch this large waits for no more items."""
+        return math.ceil(self.limits.max_batch_size / self.limits.streams)
+
     def _take(self, key: Hashable, free_streams: int) -> list[_Pending]:
-        """The key's next batch: its share of the waiting items among the free streams."""
+        """The key's next batch: its part of the waiting items among the free streams, and at
+        least a stream's share (smaller batches would split the load into ever more calls)."""
         queue = self._pending.get(key)
         if not queue:
             self._pending.pop(key, None)
             return []
-        size = min(math.ceil(len(queue) / free_streams), self.limits.max_batch_size)
+        share = max(math.ceil(len(queue) / free_streams), self._stream_share())
+        size = min(share, len(queue), self.limits.max_batch_size)
         batch = [queue.popleft() for _ in range(size)]
         if not queue:
             del self._pending[key]

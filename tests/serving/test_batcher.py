@@ -141,3 +141,16 @@ def test_each_inference_thread_starts_with_the_given_setup() -> None:
     results = asyncio.run(batcher.submit("k", ["x"]))
     batcher.close()
     assert results[0][0] is True
+
+
+def test_with_two_streams_a_batch_starts_at_half_the_max_size_without_waiting() -> None:
+    recorder = Recorder()
+    batcher = Batcher(recorder, BatchLimits(max_batch_size=8, max_wait_ms=60_000, streams=2))
+
+    async def scenario() -> None:
+        submits = asyncio.gather(*(batcher.submit("k", [str(i)]) for i in range(4)))
+        await asyncio.wait_for(submits, timeout=10)  # far less than max_wait_ms
+
+    asyncio.run(scenario())
+    batcher.close()
+    assert [len(items) for _, items in recorder.calls] == [4]
