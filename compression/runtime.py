@@ -39,6 +39,7 @@ import threading
 import time
 import warnings
 import weakref
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -110,23 +111,24 @@ class Int8Linear(nn.Module):
     """A quantized Linear on int8 kernels: `QuantLinear`'s output, bit for bit.
 
     The kernel sums products of the reference's codes exactly (`LinearKernel`), and the sums are
-    scaled here as the reference scales them. Calls of fewer than `FEW_ROWS` rows (decoding
-    steps) and larger ones may each take their own kernel (`fastest_kernel`).
+    scaled here as the reference scales them. Each row regime (`ROW_REGIMES`: one input's
+    decoding step, a batch's, an encoder's input) takes the kernel timed fastest for it here.
     """
 
     def __init__(self, codes: QuantizedTensor, bias: torch.Tensor | None, act: ActivationQuantizer,
                  kernel: LinearKernel | None = None) -> None:
-        """`kernel`: for every call; None takes the fastest exact ones here, per row regime."""
+        """`kernel`: for every call; None takes the fastest exact one here per row regime."""
         super().__init__()
         self.out_features, self.in_features = codes.codes.shape
         self.activation_quantizer = act
         # The value of one weight code per output, as `WeightQuantizer.codes` gives it to the reference.
         self.register_buffer("weight_step", code_step(codes.scale, codes.scheme).detach().float().reshape(-1))
         self.register_buffer("bias", None if bias is None else bias.detach().float())
-        self.kernel: LinearKernel = fastest_kernel("many") if kernel is None else kernel
-        self.few_rows_kernel: LinearKernel = fastest_kernel("few") if kernel is None else kernel
+        self.kernels: dict[int, LinearKernel] = {
+            low: fastest_kernel(low, self.in_features, self.out_features) if kernel is None else kernel
+            for low in ROW_REGIMES}
         ints = codes.codes.to(torch.int8)
-        self._packed = {k: _pack_exact(k, ints) for k in {self.kernel, self.few_rows_kernel}}
+        self._packed = {k: _pack_exact(k, ints) for k in set(self.kernels.values())}
         self.weight_bytes = sum(ints.numel() * (4 if k == "fp32" else 1) + (r.bytes if r else 0)
                                 for k, (_, r) in self._packed.items())
 
@@ -135,7 +137,7 @@ class Int8Linear(nn.Module):
         # A reused buffer: a fresh tensor per call pays page faults (see `_Scratch`).
         padded = _SCRATCH.take("linear_input", (rows.shape[0] + 1, self.in_features))
         _, step = activation_codes(self.activation_quantizer, rows, out=padded[:-1])
-        kernel = self.few_rows_kernel if rows.shape[0] < FEW_ROWS else self.kernel
+        kernel = self.kernels[row_regime(rows.shape[0])]
         packed, residual = self._packed[kernel]
         rest = None if residual is None else residual.products(padded[:-1])  # before `_sums` overwrites codes
         out = _sums(kernel, padded, packed, self.out_features)
@@ -148,10 +150,20 @@ class Int8Linear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"act_bits={self.activation_quantizer.bits}, kernel={self.kernel}")
+                f"act_bits={self.activation_quantizer.bits}, kernels={self.kernels}")
 
 
 FEW_ROWS = 64
+# Lower bounds of the row counts by which a layer picks its kernel: one row (a decoding step of
+# one input), a few (a batch's decoding step), and many (an encoder's input).
+ROW_REGIMES = (1, 2, FEW_ROWS)
+_PROBE_ROWS = {1: 1, 2: 16, FEW_ROWS: 256}
+# fp32 codes take four times the memory of int8: they are chosen only when this much faster.
+FP32_MARGIN = 1.2
+
+
+def row_regime(rows: int) -> int:
+    return 1 if rows <= 1 else 2 if rows < FEW_ROWS else FEW_ROWS
 
 # Kernels that multiply int8 codes, fastest first on these CPUs (a 3137 x 768 x 3072 product:
 # onednn 51 ms, fbgemm 61 ms, _int_mm 51 ms plus conversions; at 1-17 rows, with this module's
@@ -162,6 +174,7 @@ FEW_ROWS = 64
 # - int_mm: `torch._int_mm` on int8 codes, int32 out;
 # - fp32: a float product of the codes (exact below 2^24), where no int8 kernel is exact.
 LinearKernel = Literal["onednn", "fbgemm", "int_mm", "fp32"]
+INT8_KERNELS: tuple[LinearKernel, ...] = ("onednn", "fbgemm", "int_mm")
 
 
 def _pack(kernel: LinearKernel, codes: torch.Tensor) -> torch.Tensor:
@@ -304,22 +317,19 @@ def kernel_is_usable(kernel: LinearKernel) -> bool:
     return kernel_is_exact(kernel) and (kernel != "int_mm" or int_mm_is_fast())
 
 
-# Rows of the timed products: a decoding step of a small batch, and part of an encoder's input.
-_PROBE_ROWS = {"few": 8, "many": 256}
-
-
 @functools.cache
-def fastest_kernel(regime: Literal["few", "many"]) -> LinearKernel:
-    """The fastest usable int8 kernel here for calls of fewer than `FEW_ROWS` rows ("few") or
-    more, timed once on a 768 x 3072 product (fp32 codes only where none is exact). The order
-    differs by CPU: with AVX-512 VNNI, onednn and `_int_mm` for few rows; on AVX2, fbgemm (one
-    row of 768 x 3072: 0.39 ms against onednn's 0.79)."""
-    candidates: list[LinearKernel] = [k for k in ("onednn", "fbgemm", "int_mm") if kernel_is_usable(k)]
-    if not candidates:
+def fastest_kernel(regime: int, in_features: int, out_features: int) -> LinearKernel:
+    """The fastest exact kernel here for a layer of this shape in a row regime (`ROW_REGIMES`),
+    timed once: an int8 kernel unless fp32 codes are `FP32_MARGIN` times faster. The order differs
+    by CPU and shape. With AVX-512 VNNI it was onednn, and `_int_mm` for few rows. On AVX2 (ms,
+    one thread): 1 x 768 x 3072 fbgemm 0.39, onednn 0.79, fp32 0.64; 1 x 768 x 768 fp32 0.08,
+    fbgemm 0.18; 3137 x 768 x 3072 all within 3% of 425."""
+    weight = torch.randint(-60, 61, (out_features, in_features), dtype=torch.int8)
+    codes = torch.randint(-127, 128, (_PROBE_ROWS[regime] + 1, in_features)).float()
+    times = {k: _seconds_per_product(k, codes, weight) for k in INT8_KERNELS if kernel_is_usable(k)}
+    if not times or _seconds_per_product("fp32", codes, weight) * FP32_MARGIN < min(times.values()):
         return "fp32"
-    weight = torch.randint(-60, 61, (3072, 768), dtype=torch.int8)
-    codes = torch.randint(-127, 128, (_PROBE_ROWS[regime] + 1, 768)).float()
-    return min(candidates, key=lambda k: _seconds_per_product(k, codes, weight))
+    return min(times, key=lambda k: times[k])
 
 
 def _seconds_per_product(kernel: LinearKernel, padded: torch.Tensor, weight: torch.Tensor) -> float:
@@ -334,12 +344,18 @@ def _seconds_per_product(kernel: LinearKernel, padded: torch.Tensor, weight: tor
     return min(times[1:])
 
 
-def kernel_summary() -> str:
-    """The kernels an int8 form runs on this CPU, for /info."""
-    many, few = fastest_kernel("many"), fastest_kernel("few")
-    split = ", pairs split" if many in ("onednn", "fbgemm") and not int8_sums_are_exact(many) else ""
+def kernel_summary(model: nn.Module) -> str:
+    """Which kernels the model's int8 layers run, by row regime, for /info."""
+    layers = [m for m in model.modules() if isinstance(m, Int8Linear)]
+    labels = ("1 row", f"2-{FEW_ROWS - 1} rows", f"{FEW_ROWS}+ rows")
+    regimes = []
+    for low, label in zip(ROW_REGIMES, labels, strict=True):
+        counts = Counter(m.kernels[low] for m in layers).most_common()
+        regimes.append(f"{label}: " + ", ".join(f"{kernel} x{n}" for kernel, n in counts))
+    split = [k for k in INT8_KERNELS if k != "int_mm" and not int8_sums_are_exact(k) and kernel_is_exact(k)]
     attention = "_int_mm" if kernel_is_usable("int_mm") else "fp32 codes"
-    return f"int8 linear ({many}{split}; {few} below {FEW_ROWS} rows), attention ({attention})"
+    notes = f"; pairs split for {', '.join(split)}" if split else ""
+    return f"int8 linear ({'; '.join(regimes)}{notes}), attention ({attention})"
 
 
 def activation_codes(quantizer: ActivationQuantizer, x: torch.Tensor, owned: bool = False,
@@ -614,7 +630,7 @@ def optimize_for_inference(model: nn.Module, *, device: str = "auto",
         model.to(device=target, dtype=torch.float16)
     else:
         model.to(target)
-    kernel = {"int8": kernel_summary(), "fp16": "cuda fp16", "reference": "fp32"}[form]
+    kernel = {"int8": kernel_summary(model), "fp16": "cuda fp16", "reference": "fp32"}[form]
     info = RuntimeInfo(
         device=target,
         form="int8_dynamic" if form == "int8" else form,

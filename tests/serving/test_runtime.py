@@ -21,6 +21,7 @@ from compression.runtime import (
     INT8_ATTENTION_MIN_QUERIES,
     INTEGER_CODE_ATTENTION,
     PAIR_LIMIT,
+    ROW_REGIMES,
     InplaceGelu,
     Int8Linear,
     LinearKernel,
@@ -29,6 +30,7 @@ from compression.runtime import (
     kernel_is_exact,
     model_bytes,
     optimize_for_inference,
+    row_regime,
     split_pairs,
     symmetric_scale_and_step,
 )
@@ -45,7 +47,7 @@ SAMPLE_SIZE = 48
     *(pytest.param(k, marks=pytest.mark.skipif(not kernel_is_exact(k), reason="saturates on this CPU"))
       for k in ("onednn", "fbgemm", "int_mm")),
     "fp32"])
-@pytest.mark.parametrize("rows", [FEW_ROWS - 1, FEW_ROWS + 16])  # both row regimes
+@pytest.mark.parametrize("rows", [1, FEW_ROWS - 1, FEW_ROWS + 16])  # the three row regimes
 def test_int8_linear_equals_the_quant_linear_bit_for_bit(bits: int, granularity: str, learned: bool,
                                                          spread: float, kernel: LinearKernel,
                                                          rows: int) -> None:
@@ -59,10 +61,13 @@ def test_int8_linear_equals_the_quant_linear_bit_for_bit(bits: int, granularity:
         assert torch.equal(fast(x), expected)
 
 
-@pytest.mark.parametrize("regime", ["few", "many"])
-def test_the_kernel_timed_fastest_here_is_an_exact_one(regime: str) -> None:
-    kernel = fastest_kernel(regime)
-    assert kernel == "fp32" or kernel_is_exact(kernel)
+@pytest.mark.parametrize("regime", ROW_REGIMES)
+def test_the_kernel_timed_fastest_here_is_an_exact_one(regime: int) -> None:
+    assert kernel_is_exact(fastest_kernel(regime, 64, 48))
+
+
+def test_calls_pick_a_kernel_by_rows_one_a_few_or_many() -> None:
+    assert [row_regime(n) for n in (1, 2, FEW_ROWS - 1, FEW_ROWS, 5000)] == [1, 2, 2, FEW_ROWS, FEW_ROWS]
 
 
 def test_split_pairs_keeps_same_sign_pairs_within_the_limit_and_the_residual_restores_the_codes() -> None:
