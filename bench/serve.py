@@ -7,7 +7,8 @@ On the same inputs in one run, for each teacher shape:
   is fixed, so timing does not depend on training) served by `serving.app` under uvicorn on
   127.0.0.1, queried over HTTP with the given concurrency.
 Each side gets `--cores` cores: the teacher as that many torch threads, the server as that many
-inference streams of one thread each (its default on a CPU host).
+torch threads shared by as many inference streams (its default on a CPU host): a batch running
+alone with nothing waiting takes every core, else one stream's share.
 Each scenario runs on the teacher and then on the server, in turn, so both sides see the same
 machine load. Greedy decoding with min_new_tokens = max_new_tokens = 32. Scenarios: natural validation inputs
 at concurrency 1 and 16, and an input-length sweep (64/256/512 tokens) at concurrency 16.
@@ -230,7 +231,7 @@ def _free_port() -> int:
 
 def start_server(data_dir: Path, cores: int, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "DQB_DATA_DIR": str(data_dir), "DQB_SERVING_MAX_BATCH_SIZE": "16",
-           "DQB_SERVING_STREAMS": str(cores), "OMP_NUM_THREADS": "1", "DQB_LOG_LEVEL": "WARNING"}
+           "DQB_SERVING_STREAMS": str(cores), "OMP_NUM_THREADS": str(cores), "DQB_LOG_LEVEL": "WARNING"}
     command = [sys.executable, "-m", "uvicorn", "--factory", "serving.app:create_app", "--host", "127.0.0.1",
                "--port", str(port), "--log-level", "warning", "--no-access-log"]
     return subprocess.Popen(command, cwd=REPO, env=env)

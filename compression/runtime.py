@@ -10,8 +10,9 @@ matrix products on fake-quantized activations. Here:
   with the same float operations gives the same bits: the CPU form's outputs equal the
   reference's, whatever kernel or batch shape each side runs.
 - CPU: each quantized Linear becomes `Int8Linear`: an int8 kernel multiplies the reference's
-  codes (exact int32 sums), the fastest one whose sums a probe finds exact on this CPU: onednn,
-  fbgemm, torch._int_mm (where it is not slower than fp32), else fp32 codes (`LinearKernel`).
+  codes (exact int32 sums): per layer shape and row regime, the fastest of the kernels whose sums
+  a probe finds exact on this CPU (onednn, fbgemm, torch._int_mm where it beats fp32), or fp32
+  codes where no int8 kernel is exact or all are clearly slower (`LinearKernel`).
   Without VNNI, u8 x s8 kernels add pairs of products in saturating int16: there the weight codes
   are split into pairs that cannot saturate and a sparse exact residual (`split_pairs`).
   platform-notes §2-3: int8 1.2-2.2x faster than fp32; torchao far slower, bf16 slow.

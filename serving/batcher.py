@@ -93,12 +93,9 @@ class Batcher(Generic[Item, Result]):
 
     def __init__(self, run_batch: BatchFn, limits: BatchLimits,
                  on_depth: Callable[[int], None] | None = None,
-                 on_batch: Callable[[int], None] | None = None,
-                 on_thread_start: Callable[[], None] | None = None) -> None:
-        """`on_thread_start` runs first on each inference thread (its torch settings, say)."""
+                 on_batch: Callable[[int], None] | None = None) -> None:
         self._run_batch = run_batch
         self.limits = limits
-        self._on_thread_start = on_thread_start
         self._on_depth = on_depth or (lambda depth: None)
         self._on_batch = on_batch or (lambda size: None)
         self._pending: dict[Hashable, deque[_Pending]] = {}
@@ -115,6 +112,11 @@ class Batcher(Generic[Item, Result]):
     @property
     def depth(self) -> int:
         return self._depth
+
+    @property
+    def running(self) -> int:
+        """Batches running now (a batch function sees itself counted)."""
+        return len(self._running)
 
     def arriving(self) -> Arrival:
         """Mark a request that will submit soon (`with batcher.arriving() as arrival: ...`)."""
@@ -239,8 +241,7 @@ class Batcher(Generic[Item, Result]):
         key, items = batch[0].key, [entry.item for entry in batch]
         try:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(self.limits.streams, "inference",
-                                                    initializer=self._on_thread_start)
+                self._executor = ThreadPoolExecutor(self.limits.streams, "inference")
             results = await loop.run_in_executor(self._executor, self._run_batch, key, items)
         except Exception as exc:  # every caller of the batch gets the failure
             for entry in batch:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,18 +52,23 @@ class InferenceService:
         self.cache: ModelCache[LoadedModel] = ModelCache(
             self._load, cache_budget_bytes, on_load=self._loaded, on_evict=self._evicted)
         self.batcher: Batcher[GenerationItem, Generated] = Batcher(
-            run_batch, limits, on_depth=self.metrics.queue_depth.set,
-            on_batch=self.metrics.batch_size.observe, on_thread_start=self._share_cores(limits.streams))
+            self._run_batch, limits, on_depth=self.metrics.queue_depth.set,
+            on_batch=self.metrics.batch_size.observe)
+        # The torch threads this process was given (OMP_NUM_THREADS, else every core), shared by
+        # the streams. torch's thread count is process-wide in effect: this process serves.
+        self._cpu_cores = torch.get_num_threads() if resolve_device(device) == "cpu" else 0
         self._records: dict[str, ModelRecord] = {}
         self._lookups: dict[tuple[str, str], tuple[float, ModelRecord]] = {}
 
-    def _share_cores(self, streams: int) -> Callable[[], None] | None:
-        """On a CPU host, concurrent batches split the cores: each inference thread runs torch on
-        its share (torch's thread count is process-wide: this process serves, it does not train)."""
-        if streams == 1 or resolve_device(self.device) != "cpu":
-            return None
-        threads = max(1, len(os.sched_getaffinity(0)) // streams)
-        return lambda: torch.set_num_threads(threads)
+    def _run_batch(self, key: Hashable, items: list[GenerationItem]) -> list[Generated]:
+        """`run_batch` on the cores this batch may use, where several streams share a CPU host:
+        all of them when it runs alone with nothing waiting (one request's latency), else its
+        stream's share (the streams never oversubscribe the cores)."""
+        streams = self.batcher.limits.streams
+        if streams > 1 and self._cpu_cores:
+            alone = self.batcher.running == 1 and self.batcher.depth == 0
+            torch.set_num_threads(self._cpu_cores if alone else max(1, self._cpu_cores // streams))
+        return run_batch(key, items)
 
     def cached_record(self, *, key: str, model_id: str) -> ModelRecord | None:
         """A recent lookup of this key and model, if any (no database work on the hot path)."""
