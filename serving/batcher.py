@@ -114,6 +114,11 @@ class Batcher(Generic[Item, Result]):
         return self._depth
 
     @property
+    def arriving_count(self) -> int:
+        """Requests being read that will submit soon (`arriving`)."""
+        return self._arriving
+
+    @property
     def running(self) -> int:
         """Batches running now (a batch function sees itself counted)."""
         return len(self._running)

@@ -39,6 +39,11 @@ class InferenceResult:
     batch_size: int
 
 
+def threads_for_batch(cores: int, streams: int, *, alone: bool) -> int:
+    """Torch threads for one batch: every core for a batch alone, else its stream's share."""
+    return cores if alone else max(1, cores // streams)
+
+
 class InferenceService:
     def __init__(self, *, sessions: sessionmaker[Session], blobs: BlobStore, cache_root: Path,
                  limits: BatchLimits, cache_budget_bytes: int, registry: CollectorRegistry,
@@ -62,12 +67,14 @@ class InferenceService:
 
     def _run_batch(self, key: Hashable, items: list[GenerationItem]) -> list[Generated]:
         """`run_batch` on the cores this batch may use, where several streams share a CPU host:
-        all of them when it runs alone with nothing waiting (one request's latency), else its
-        stream's share (the streams never oversubscribe the cores)."""
+        all of them when it runs alone with nothing waiting or arriving (one request's latency),
+        else its stream's share. A batch that starts during a lone one oversubscribes the cores
+        until that one ends."""
         streams = self.batcher.limits.streams
         if streams > 1 and self._cpu_cores:
-            alone = self.batcher.running == 1 and self.batcher.depth == 0
-            torch.set_num_threads(self._cpu_cores if alone else max(1, self._cpu_cores // streams))
+            batcher = self.batcher
+            alone = batcher.running == 1 and batcher.depth == 0 and batcher.arriving_count == 0
+            torch.set_num_threads(threads_for_batch(self._cpu_cores, streams, alone=alone))
         return run_batch(key, items)
 
     def cached_record(self, *, key: str, model_id: str) -> ModelRecord | None:

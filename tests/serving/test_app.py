@@ -17,6 +17,7 @@ from serving.app import create_app, inference_streams
 from serving.batcher import BatchLimits
 from serving.generation import GenerationItem, encode, run_batch
 from serving.schemas import GenerationParameters
+from serving.service import threads_for_batch
 from store.blobs import LocalBlobStore
 from store.db import session_scope
 from store.models import Artifact, Model
@@ -247,3 +248,9 @@ def test_the_router_works_included_in_another_app(serving_settings: Settings, st
     response = call(host, lambda c: post(c, model, "text"))
     assert response.status_code == 200, response.text
     assert metric(inference, "dqbart_inference_batch_size_count") == 1
+
+
+def test_a_batch_alone_takes_every_core_and_otherwise_its_streams_share() -> None:
+    assert threads_for_batch(2, 2, alone=True) == 2
+    assert threads_for_batch(2, 2, alone=False) == 1
+    assert threads_for_batch(8, 3, alone=False) == 2 and threads_for_batch(1, 2, alone=False) == 1
