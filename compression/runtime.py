@@ -166,14 +166,16 @@ FP32_MARGIN = 1.2
 def row_regime(rows: int) -> int:
     return 1 if rows <= 1 else 2 if rows < FEW_ROWS else FEW_ROWS
 
-# Kernels that multiply int8 codes, fastest first on these CPUs (a 3137 x 768 x 3072 product:
-# onednn 51 ms, fbgemm 61 ms, _int_mm 51 ms plus conversions; at 1-17 rows, with this module's
-# own work, _int_mm 0.06-0.13 ms, fbgemm 0.10-0.14, onednn 0.11-0.16):
+# Kernels that multiply int8 codes; which is fastest depends on the CPU and is timed
+# (`fastest_kernel`). On an AVX-512 VNNI host, a 3137 x 768 x 3072 product: onednn 51 ms, fbgemm
+# 61 ms, _int_mm 51 ms plus conversions; at 1-17 rows, with this module's own work, _int_mm
+# 0.06-0.13 ms, fbgemm 0.10-0.14, onednn 0.11-0.16. On AVX2 alone see `fastest_kernel`.
 # - onednn: `qlinear_pointwise` on the codes + 128 as uint8 at scale 1 and zero point 128, fp32 out;
 # - fbgemm: the dynamic Linear, weight codes at scale 1, and one extra input row of +-127.5 that
 #   pins its input range to scale 1, so it reads the codes as they are (plus a zero point);
 # - int_mm: `torch._int_mm` on int8 codes, int32 out;
-# - fp32: a float product of the codes (exact below 2^24), where no int8 kernel is exact.
+# - fp32: a float product of the codes (exact below 2^24), where no int8 kernel is exact or
+#   where it is `FP32_MARGIN` times faster than all of them; its weights take 4 bytes each.
 LinearKernel = Literal["onednn", "fbgemm", "int_mm", "fp32"]
 INT8_KERNELS: tuple[LinearKernel, ...] = ("onednn", "fbgemm", "int_mm")
 
