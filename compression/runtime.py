@@ -309,8 +309,9 @@ def int_mm_is_fast() -> bool:
     """Whether `torch._int_mm` beats an fp32 product of the same codes here. With VNNI it is the
     fastest kernel for few rows; on an AVX2-only host it took a slow path, ten times slower than
     fp32 (16 x 768 x 3072: 36 ms against 3.7 ms)."""
-    codes = torch.randint(-127, 128, (33, 768)).float()
-    weight = torch.randint(-127, 128, (768, 768), dtype=torch.int8)
+    generator = _probe_generator()
+    codes = torch.randint(-127, 128, (33, 768), generator=generator).float()
+    weight = torch.randint(-127, 128, (768, 768), dtype=torch.int8, generator=generator)
     return _seconds_per_product("int_mm", codes, weight) < _seconds_per_product("fp32", codes, weight)
 
 
@@ -327,12 +328,18 @@ def fastest_kernel(regime: int, in_features: int, out_features: int) -> LinearKe
     by CPU and shape. With AVX-512 VNNI it was onednn, and `_int_mm` for few rows. On AVX2 (ms,
     one thread): 1 x 768 x 3072 fbgemm 0.39, onednn 0.79, fp32 0.64; 1 x 768 x 768 fp32 0.08,
     fbgemm 0.18; 3137 x 768 x 3072 all within 3% of 425."""
-    weight = torch.randint(-60, 61, (out_features, in_features), dtype=torch.int8)
-    codes = torch.randint(-127, 128, (_PROBE_ROWS[regime] + 1, in_features)).float()
+    generator = _probe_generator()
+    weight = torch.randint(-60, 61, (out_features, in_features), dtype=torch.int8, generator=generator)
+    codes = torch.randint(-127, 128, (_PROBE_ROWS[regime] + 1, in_features), generator=generator).float()
     times = {k: _seconds_per_product(k, codes, weight) for k in INT8_KERNELS if kernel_is_usable(k)}
     if not times or _seconds_per_product("fp32", codes, weight) * FP32_MARGIN < min(times.values()):
         return "fp32"
     return min(times, key=lambda k: times[k])
+
+
+def _probe_generator() -> torch.Generator:
+    """Random probe inputs that leave torch's global random stream (sampling, seeded tests) alone."""
+    return torch.Generator().manual_seed(0)
 
 
 def _seconds_per_product(kernel: LinearKernel, padded: torch.Tensor, weight: torch.Tensor) -> float:
