@@ -35,8 +35,8 @@ class BatchLimits:
     # While requests are still being read (auth, tokenizing), a batch may wait up to this long
     # for them: a burst of concurrent requests then shares one call instead of two.
     max_hold_ms: float = 250.0
-    # Batches that run at once. On a CPU host, one per core with one torch thread each beats one
-    # batch on all cores: decoding is many small ops, which intra-op threads cannot share out.
+    # Batches that run at once. On a CPU host, concurrent batches on a core's share each beat one
+    # batch on all cores: decoding is many small ops, which intra-op threads share out poorly.
     streams: int = 1
 
     def __post_init__(self) -> None:

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     SERVING_MAX_WAIT_MS: float = 50.0  # small against a CPU batch; requests being read extend it
     SERVING_MAX_QUEUE: int = 256  # inputs waiting; beyond it requests get 429
     SERVING_CACHE_BYTES: int = 4 * GIB
-    # Batches that run at once; 0: on a CPU host one per core, each on one torch thread; 1 on a GPU.
+    # Batches that run at once; 0: one per core on a CPU host (sharing its torch threads), 1 on a GPU.
     SERVING_STREAMS: int = 0
 
     @model_validator(mode="after")
