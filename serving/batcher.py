@@ -4,9 +4,10 @@ Items wait in a bounded queue. Up to `streams` batches run at once, each on its 
 thread. While a stream is free, one dispatcher takes the key of the oldest waiting item, waits
 until that key has a stream's share of a full batch (`max_batch_size / streams`) or the oldest
 has waited `max_wait_ms`, and runs the batch: the waiting items shared out among the free
-streams, at least a stream's share and at most `max_batch_size`. Items that arrive while every
-stream is busy join the next batch. A full queue raises
-`QueueFull`, which the routes answer with 429 and Retry-After.
+streams, at least a stream's share and at most `max_batch_size`. While no batch runs and no
+request is being read, it waits only until no item came for `idle_wait_ms`: a lone request does
+not wait for company that is not coming. Items that arrive while every stream is busy join the
+next batch. A full queue raises `QueueFull`, which the routes answer with 429 and Retry-After.
 """
 
 from __future__ import annotations
@@ -35,13 +36,21 @@ class BatchLimits:
     # While requests are still being read (auth, tokenizing), a batch may wait up to this long
     # for them: a burst of concurrent requests then shares one call instead of two.
     max_hold_ms: float = 250.0
+    # While no batch runs and nothing is being read, company can only be a burst's requests not
+    # yet read (their bytes wait in the event loop): the wait ends once none came for this long
+    # (and by max_wait_ms), so a lone request does not pay max_wait_ms. Starting a burst's head
+    # alone splits the load unevenly between streams as long as it lasts (closed-loop c=16:
+    # batches of 5 and 11 in place of 8 and 8).
+    idle_wait_ms: float = 5.0
     # Batches that run at once. On a CPU host, concurrent batches on a core's share each beat one
     # batch on all cores: decoding is many small ops, which intra-op threads share out poorly.
     streams: int = 1
 
     def __post_init__(self) -> None:
-        if min(self.max_batch_size, self.max_queue, self.streams) < 1 or self.max_wait_ms < 0:
-            raise ValueError("max_batch_size, max_queue and streams must be >= 1, max_wait_ms >= 0")
+        if min(self.max_batch_size, self.max_queue, self.streams) < 1:
+            raise ValueError("max_batch_size, max_queue and streams must be >= 1")
+        if min(self.max_wait_ms, self.idle_wait_ms, self.max_hold_ms) < 0:
+            raise ValueError("max_wait_ms, idle_wait_ms and max_hold_ms must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -205,12 +214,10 @@ class Batcher(Generic[Item, Result]):
         self._wakeup.set()
 
     async def _gather(self, key: Hashable, wakeup: asyncio.Event) -> None:
-        """Wait until the key's batch is full or its oldest item has waited long enough."""
+        """Wait until the key's batch is full or its items have waited long enough (`_deadline`)."""
         queue = self._pending[key]
-        first = queue[0].enqueued
         while queue and len(queue) < self._stream_share():
-            wait_ms = self.limits.max_hold_ms if self._arriving else self.limits.max_wait_ms
-            remaining = first + wait_ms / 1000 - time.perf_counter()
+            remaining = self._deadline(queue) - time.perf_counter()
             if remaining <= 0:
                 return
             wakeup.clear()
@@ -218,6 +225,17 @@ class Batcher(Generic[Item, Result]):
                 await asyncio.wait_for(wakeup.wait(), remaining)
             except TimeoutError:
                 return
+
+    def _deadline(self, queue: deque[_Pending]) -> float:
+        """When a batch of these items starts without more company (see `BatchLimits`)."""
+        first = queue[0].enqueued
+        if self._arriving:
+            return first + self.limits.max_hold_ms / 1000
+        if self._running:
+            return first + self.limits.max_wait_ms / 1000
+        # Idle: a burst still coming in keeps the wait going; a lone request goes at once.
+        latest = queue[-1].enqueued
+        return min(first + self.limits.max_wait_ms / 1000, latest + self.limits.idle_wait_ms / 1000)
 
     def _stream_share(self) -> int:
         """One stream's part of a full load: a batch this large waits for no more items."""

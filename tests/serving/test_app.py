@@ -17,7 +17,7 @@ from serving.app import create_app, inference_streams
 from serving.batcher import BatchLimits
 from serving.generation import GenerationItem, encode, run_batch
 from serving.schemas import GenerationParameters
-from serving.service import threads_for_batch
+from serving.service import stream_threads
 from store.blobs import LocalBlobStore
 from store.db import session_scope
 from store.models import Artifact, Model
@@ -250,7 +250,6 @@ def test_the_router_works_included_in_another_app(serving_settings: Settings, st
     assert metric(inference, "dqbart_inference_batch_size_count") == 1
 
 
-def test_a_batch_alone_takes_every_core_and_otherwise_its_streams_share() -> None:
-    assert threads_for_batch(2, 2, alone=True) == 2
-    assert threads_for_batch(2, 2, alone=False) == 1
-    assert threads_for_batch(8, 3, alone=False) == 2 and threads_for_batch(1, 2, alone=False) == 1
+def test_streams_share_the_cores_and_each_keeps_at_least_one() -> None:
+    assert stream_threads(2, 2) == 1
+    assert stream_threads(8, 3) == 2 and stream_threads(1, 2) == 1

@@ -152,3 +152,51 @@ def test_with_two_streams_a_batch_starts_at_half_the_max_size_without_waiting() 
     asyncio.run(scenario())
     batcher.close()
     assert [len(items) for _, items in recorder.calls] == [4]
+
+
+def test_a_lone_item_on_an_idle_batcher_runs_without_waiting_for_company() -> None:
+    recorder = Recorder()
+    batcher = Batcher(recorder, BatchLimits(max_batch_size=8, max_wait_ms=60_000))
+
+    async def scenario() -> None:
+        await asyncio.wait_for(batcher.submit("k", ["alone"]), timeout=10)  # far less than max_wait_ms
+
+    asyncio.run(scenario())
+    batcher.close()
+    assert recorder.calls == [("k", ["alone"])]
+
+
+def test_an_idle_batcher_waits_for_a_burst_still_coming_in() -> None:
+    recorder = Recorder()
+    batcher = Batcher(recorder, BatchLimits(max_batch_size=8, max_wait_ms=60_000, idle_wait_ms=200))
+
+    async def spaced(index: int) -> list[tuple[str, object]]:
+        await asyncio.sleep(0.02 * index)  # each well within idle_wait_ms of the one before
+        return await batcher.submit("k", [str(index)])
+
+    async def scenario() -> None:
+        await asyncio.wait_for(asyncio.gather(*(spaced(i) for i in range(4))), timeout=10)
+
+    asyncio.run(scenario())
+    batcher.close()
+    assert recorder.calls == [("k", ["0", "1", "2", "3"])]
+
+
+def test_while_a_batch_runs_a_free_stream_waits_for_company() -> None:
+    release = threading.Event()
+    recorder = Recorder(release)
+    batcher = Batcher(recorder, BatchLimits(max_batch_size=4, max_wait_ms=300, streams=2))
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(batcher.submit("k", ["first"]))
+        await asyncio.sleep(0.05)  # the first batch runs (held by `release`) on one stream
+        second = asyncio.ensure_future(batcher.submit("k", ["second"]))
+        await asyncio.sleep(0.05)  # within max_wait_ms: the second waits on the free stream
+        third = asyncio.ensure_future(batcher.submit("k", ["third"]))
+        await asyncio.sleep(0.5)
+        release.set()
+        await asyncio.gather(first, second, third)
+
+    asyncio.run(scenario())
+    batcher.close()
+    assert sorted(items for _, items in recorder.calls) == [["first"], ["second", "third"]]
