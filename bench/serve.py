@@ -7,8 +7,7 @@ On the same inputs in one run, for each teacher shape:
   is fixed, so timing does not depend on training) served by `serving.app` under uvicorn on
   127.0.0.1, queried over HTTP with the given concurrency.
 Each side gets `--cores` cores: the teacher as that many torch threads, the server as that many
-torch threads shared by as many inference streams (its default on a CPU host): a batch running
-alone with nothing waiting takes every core, else one stream's share.
+torch threads shared by as many inference streams (its default on a CPU host), one each.
 Each scenario runs on the teacher and then on the server, in turn, so both sides see the same
 machine load. Greedy decoding with min_new_tokens = max_new_tokens = 32. Scenarios: natural validation inputs
 at concurrency 1 and 16, and an input-length sweep (64/256/512 tokens) at concurrency 16.

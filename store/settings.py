@@ -33,10 +33,12 @@ class Settings(BaseSettings):
     STORAGE_LIMIT_BYTES: int | None = None
     # Inference (serving/): dynamic batching and the in-memory model cache.
     SERVING_MAX_BATCH_SIZE: int = 16
-    SERVING_MAX_WAIT_MS: float = 50.0  # small against a CPU batch; requests being read extend it
+    # Small against a CPU batch; requests being read extend it, an idle server does not wait.
+    SERVING_MAX_WAIT_MS: float = 50.0
     SERVING_MAX_QUEUE: int = 256  # inputs waiting; beyond it requests get 429
     SERVING_CACHE_BYTES: int = 4 * GIB
-    # Batches that run at once; 0: one per core on a CPU host (sharing its torch threads), 1 on a GPU.
+    # Batches that run at once; 0: one per core on a CPU host (each on its share of the torch
+    # threads), 1 on a GPU.
     SERVING_STREAMS: int = 0
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ from torch import nn
 from transformers import AutoTokenizer
 from transformers.activations import GELUActivation
 
+from compression import runtime
 from compression.artifact import load
 from compression.evaluate import rouge
 from compression.modules import AttentionQuantizers, QuantLinear, quantized_eager_attention
@@ -19,6 +20,7 @@ from compression.quantizers import code_step, symmetric_scale
 from compression.runtime import (
     FEW_ROWS,
     INT8_ATTENTION_MIN_QUERIES,
+    INT8_KERNELS,
     INTEGER_CODE_ATTENTION,
     PAIR_LIMIT,
     ROW_REGIMES,
@@ -28,6 +30,7 @@ from compression.runtime import (
     fastest_kernel,
     integer_code_attention,
     kernel_is_exact,
+    kernel_is_usable,
     model_bytes,
     optimize_for_inference,
     row_regime,
@@ -235,10 +238,28 @@ def test_fast_path_logits_equal_the_reference_logits(student_artifact: Path) -> 
                            reference(**batch, decoder_input_ids=decoder).logits)
 
 
-def test_the_int8_form_holds_less_memory_than_the_reference(student_artifact: Path) -> None:
-    reference = model_bytes(load(student_artifact)[0])
+def _served_bytes(artifact: Path, kernel: LinearKernel, monkeypatch: pytest.MonkeyPatch) -> int:
+    """model_bytes of the fast form with every layer on `kernel` (not the kernels timed here)."""
+    monkeypatch.setattr(runtime, "fastest_kernel", lambda regime, in_features, out_features: kernel)
+    fast, _ = optimize_for_inference(load(artifact)[0], device="cpu")
+    return model_bytes(fast)
+
+
+def test_the_int8_form_on_int8_kernels_holds_less_memory_than_the_reference(
+        student_artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    usable = [k for k in INT8_KERNELS if kernel_is_usable(k)]
+    if not usable:
+        pytest.skip("no int8 kernel is exact and fast on this CPU")
+    assert _served_bytes(student_artifact, usable[0], monkeypatch) < model_bytes(load(student_artifact)[0])
+
+
+def test_fp32_codes_count_four_bytes_a_weight_in_the_footprint(student_artifact: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    int8 = _served_bytes(student_artifact, "int_mm", monkeypatch)
+    fp32 = _served_bytes(student_artifact, "fp32", monkeypatch)
     fast, _ = optimize_for_inference(load(student_artifact)[0], device="cpu")
-    assert model_bytes(fast) < reference
+    weights = sum(m.in_features * m.out_features for m in fast.modules() if isinstance(m, Int8Linear))
+    assert fp32 - int8 == 3 * weights
 
 
 def test_the_reference_form_changes_no_output(student_artifact: Path) -> None:
