@@ -121,7 +121,7 @@ def scenarios(teacher_dir: Path, quick: bool) -> list[Scenario]:
 
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     documents = validation_documents()
-    n1, n16, sweep_n = (4, 16, 16) if quick else (8, 32, 16)
+    n1, n16, sweep_n = (4, 16, 16) if quick else (16, 64, 16)
     lengths = (64, 256) if quick else (64, 256, 512)
     result = [Scenario("natural c=1", 1, documents[:n1]), Scenario("natural c=16", 16, documents[:n16])]
     for length in lengths:

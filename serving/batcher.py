@@ -3,11 +3,12 @@
 Items wait in a bounded queue. Up to `streams` batches run at once, each on its own inference
 thread. While a stream is free, one dispatcher takes the key of the oldest waiting item, waits
 until that key has a stream's share of a full batch (`max_batch_size / streams`) or the oldest
-has waited `max_wait_ms`, and runs the batch: the waiting items shared out among the free
-streams, at least a stream's share and at most `max_batch_size`. While no batch runs and no
-request is being read, it waits only until no item came for `idle_wait_ms`: a lone request does
-not wait for company that is not coming. Items that arrive while every stream is busy join the
-next batch. A full queue raises `QueueFull`, which the routes answer with 429 and Retry-After.
+has waited `max_wait_ms`, and runs the batch: its part of the waiting items shared out among
+all streams (a busy stream's part waits for it), at least a stream's share and at most
+`max_batch_size`. While no batch runs and no request is being read, it waits only until no item
+came for `idle_wait_ms`: a lone request does not wait for company that is not coming. Items
+that arrive while every stream is busy join the next batch. A full queue raises `QueueFull`,
+which the routes answer with 429 and Retry-After.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ class Batcher(Generic[Item, Result]):
                 await wakeup.wait()
                 continue
             await self._gather(key, wakeup)
-            batch = self._take(key, free_streams=self.limits.streams - len(self._running))
+            batch = self._take(key)
             if batch:
                 task = loop.create_task(self._run(batch))
                 self._running.add(task)
@@ -241,14 +242,19 @@ class Batcher(Generic[Item, Result]):
         """One stream's part of a full load: a batch this large waits for no more items."""
         return math.ceil(self.limits.max_batch_size / self.limits.streams)
 
-    def _take(self, key: Hashable, free_streams: int) -> list[_Pending]:
-        """The key's next batch: its part of the waiting items among the free streams, and at
-        least a stream's share (smaller batches would split the load into ever more calls)."""
+    def _take(self, key: Hashable) -> list[_Pending]:
+        """The key's next batch: its part of the waiting items among all streams, and at least a
+        stream's share (smaller batches would split the load into ever more calls).
+
+        The busy streams' parts wait for them: a free stream that took them all kept an uneven
+        split for as long as a closed-loop load lasted (batches of 4 and 12 on two streams, each
+        client coming back to the stream that answered it), where this one evens out in a round.
+        """
         queue = self._pending.get(key)
         if not queue:
             self._pending.pop(key, None)
             return []
-        share = max(math.ceil(len(queue) / free_streams), self._stream_share())
+        share = max(math.ceil(len(queue) / self.limits.streams), self._stream_share())
         size = min(share, len(queue), self.limits.max_batch_size)
         batch = [queue.popleft() for _ in range(size)]
         if not queue:

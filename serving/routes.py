@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -16,7 +15,7 @@ from api.errors import ApiError, not_found
 from compression.errors import ModelError
 from serving.batcher import QueueFull
 from serving.generation import InputTooLong
-from serving.loading import ArtifactCorrupt, LoadedModel
+from serving.loading import ArtifactCorrupt, LoadedModel, ModelRecord
 from serving.schemas import InferenceRequest, SummaryText, TranslationText
 from serving.service import InferenceResult, InferenceService, UnknownKey
 
@@ -38,28 +37,24 @@ async def _api_key(request: Request, model_id: str,
         raise ApiError(401, "invalid_api_key", "missing API key: send `Authorization: Bearer <key>`",
                        headers={"WWW-Authenticate": "Bearer"})
     key = credentials.credentials
-    service = _service(request)
-    if service.cached_record(key=key, model_id=model_id) is None:
-        try:
-            await run_in_threadpool(service.lookup, key=key, model_id=model_id)
-        except UnknownKey:
-            raise ApiError(401, "invalid_api_key", "unknown or revoked API key",
-                           headers={"WWW-Authenticate": "Bearer"}) from None
+    await _record(_service(request), key, model_id)
     return key
 
 
 ApiKey = Annotated[str, Depends(_api_key)]
 
 
+async def _record(service: InferenceService, key: str, model_id: str) -> ModelRecord | None:
+    try:
+        return await service.record_for(key=key, model_id=model_id)
+    except UnknownKey:
+        raise ApiError(401, "invalid_api_key", "unknown or revoked API key",
+                       headers={"WWW-Authenticate": "Bearer"}) from None
+
+
 async def _loaded(request: Request, key: str, model_id: str, task: str | None) -> LoadedModel:
     service = _service(request)
-    record = service.cached_record(key=key, model_id=model_id)
-    if record is None:
-        try:
-            record = await run_in_threadpool(service.lookup, key=key, model_id=model_id)
-        except UnknownKey:
-            raise ApiError(401, "invalid_api_key", "unknown or revoked API key",
-                           headers={"WWW-Authenticate": "Bearer"}) from None
+    record = await _record(service, key, model_id)
     if record is None:
         raise not_found("model", model_id)
     if task is not None and record.task not in (None, task):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import time
+import weakref
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -253,3 +256,42 @@ def test_the_router_works_included_in_another_app(serving_settings: Settings, st
 def test_streams_share_the_cores_and_each_keeps_at_least_one() -> None:
     assert stream_threads(2, 2) == 1
     assert stream_threads(8, 3) == 2 and stream_threads(1, 2) == 1
+
+
+def test_concurrent_requests_share_one_lookup_of_their_key_and_model(
+        app: FastAPI, stored_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, service = stored_model(), app.state.serving
+    lookups: list[str] = []
+    real_lookup = service._lookup
+
+    def slow_lookup(key: str, model_id: str) -> Any:
+        lookups.append(model_id)
+        time.sleep(0.2)  # the others arrive while it runs
+        return real_lookup(key, model_id)
+
+    monkeypatch.setattr(service, "_lookup", slow_lookup)
+
+    async def scenario(client: httpx.AsyncClient) -> list[httpx.Response]:
+        return await asyncio.gather(*(post(client, model, text) for text in TEXTS))
+
+    responses = call(app, scenario)
+    assert [r.status_code for r in responses] == [200] * len(TEXTS)
+    assert lookups == [model.id]
+
+
+def test_a_model_load_collects_garbage_and_freezes_what_lives_on(app: FastAPI, stored_model: Any) -> None:
+    class Node:
+        other: Node
+
+    first, second = Node(), Node()
+    first.other, second.other = second, first
+    cycle = weakref.ref(first)
+    del first, second
+    gc.disable()  # only the load's own collection may free the cycle
+    try:
+        model = stored_model()
+        response = call(app, lambda c: post(c, model, "text"))
+    finally:
+        gc.enable()
+    assert response.status_code == 200, response.text
+    assert cycle() is None and gc.get_freeze_count() > 0

@@ -200,3 +200,30 @@ def test_while_a_batch_runs_a_free_stream_waits_for_company() -> None:
     asyncio.run(scenario())
     batcher.close()
     assert sorted(items for _, items in recorder.calls) == [["first"], ["second", "third"]]
+
+
+def test_a_free_stream_leaves_a_busy_streams_part_of_the_queue_to_it() -> None:
+    release = threading.Event()
+    sizes: list[int] = []
+
+    def run(key: Hashable, items: list[str]) -> list[str]:
+        if items == ["long"]:
+            release.wait(5)
+        sizes.append(len(items))
+        return items
+
+    batcher = Batcher(run, BatchLimits(max_batch_size=16, max_wait_ms=50, streams=2))
+
+    async def scenario() -> None:
+        long = asyncio.ensure_future(batcher.submit("k", ["long"]))
+        await asyncio.sleep(0.05)  # on one stream until released
+        burst = asyncio.gather(*(batcher.submit("k", [str(i)]) for i in range(12)))
+        await asyncio.sleep(0.3)
+        # Not all 12 at once: the busy stream's part waited, then went to the first free stream.
+        assert sizes == [8, 4]
+        release.set()
+        await asyncio.gather(long, burst)
+
+    asyncio.run(scenario())
+    batcher.close()
+    assert sizes == [8, 4, 1]
