@@ -118,6 +118,7 @@ class Batcher(Generic[Item, Result]):
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._recent_batch_s = 1.0  # seconds per batch, smoothed; sizes Retry-After
+        self._freed_at = 0.0  # when a batch last finished, freeing its stream
 
     @property
     def depth(self) -> int:
@@ -212,6 +213,7 @@ class Batcher(Generic[Item, Result]):
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self._freed_at = time.perf_counter()
         self._wakeup.set()
 
     async def _gather(self, key: Hashable, wakeup: asyncio.Event) -> None:
@@ -228,14 +230,20 @@ class Batcher(Generic[Item, Result]):
                 return
 
     def _deadline(self, queue: deque[_Pending]) -> float:
-        """When a batch of these items starts without more company (see `BatchLimits`)."""
-        first = queue[0].enqueued
+        """When a batch of these items starts without more company (see `BatchLimits`).
+
+        The wait counts from when the oldest item could first have run: its arrival, or the end
+        of the batch that freed a stream. Items left waiting for a stream would otherwise start
+        at once without the requests that the finished batch's clients are sending back, and an
+        uneven split (4, 8 and 4 on two streams) went on for as long as a closed-loop load lasted.
+        """
+        first = max(queue[0].enqueued, self._freed_at)
         if self._arriving:
             return first + self.limits.max_hold_ms / 1000
         if self._running:
             return first + self.limits.max_wait_ms / 1000
         # Idle: a burst still coming in keeps the wait going; a lone request goes at once.
-        latest = queue[-1].enqueued
+        latest = max(queue[-1].enqueued, self._freed_at)
         return min(first + self.limits.max_wait_ms / 1000, latest + self.limits.idle_wait_ms / 1000)
 
     def _stream_share(self) -> int:

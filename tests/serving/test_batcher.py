@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Hashable
 
 import pytest
@@ -227,3 +228,33 @@ def test_a_free_stream_leaves_a_busy_streams_part_of_the_queue_to_it() -> None:
     asyncio.run(scenario())
     batcher.close()
     assert sizes == [8, 4, 1]
+
+
+def test_items_left_for_a_busy_stream_wait_for_the_clients_of_the_batch_that_frees_it() -> None:
+    release = threading.Event()
+    sizes: list[int] = []
+
+    def run(key: Hashable, items: list[str]) -> list[str]:
+        if items == ["long"]:
+            release.wait(5)
+        else:
+            time.sleep(0.15)  # far longer than max_wait_ms
+        sizes.append(len(items))
+        return items
+
+    batcher = Batcher(run, BatchLimits(max_batch_size=16, max_wait_ms=50, streams=2))
+
+    async def scenario() -> None:
+        long = asyncio.ensure_future(batcher.submit("k", ["long"]))
+        await asyncio.sleep(0.05)
+        first = [asyncio.ensure_future(batcher.submit("k", [f"a{i}"])) for i in range(12)]
+        await asyncio.gather(*first[:8])  # a batch of 8; 4 have waited longer than max_wait_ms
+        await asyncio.sleep(0.02)  # its clients come back, within max_wait_ms of its end
+        back = [asyncio.ensure_future(batcher.submit("k", [f"b{i}"])) for i in range(4)]
+        await asyncio.gather(*first, *back)
+        release.set()
+        await long
+
+    asyncio.run(scenario())
+    batcher.close()
+    assert sizes == [8, 8, 1]
