@@ -124,16 +124,6 @@ class Batcher(Generic[Item, Result]):
     def depth(self) -> int:
         return self._depth
 
-    @property
-    def arriving_count(self) -> int:
-        """Requests being read that will submit soon (`arriving`)."""
-        return self._arriving
-
-    @property
-    def running(self) -> int:
-        """Batches running now (a batch function sees itself counted)."""
-        return len(self._running)
-
     def arriving(self) -> Arrival:
         """Mark a request that will submit soon (`with batcher.arriving() as arrival: ...`)."""
         return Arrival(self)

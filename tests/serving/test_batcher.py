@@ -134,14 +134,6 @@ def test_two_streams_run_two_batches_at_once_sharing_a_burst() -> None:
     assert [r[0][0] for r in results] == [f"T{i}" for i in range(8)]
 
 
-def test_a_batch_function_sees_itself_among_the_running_batches() -> None:
-    batcher: Batcher[str, int] = Batcher(lambda key, items: [batcher.running for _ in items],
-                                         BatchLimits(max_wait_ms=0, streams=2))
-    results = asyncio.run(batcher.submit("k", ["x"]))
-    batcher.close()
-    assert results[0][0] == 1 and batcher.running == 0
-
-
 def test_with_two_streams_a_batch_starts_at_half_the_max_size_without_waiting() -> None:
     recorder = Recorder()
     batcher = Batcher(recorder, BatchLimits(max_batch_size=8, max_wait_ms=60_000, streams=2))
