@@ -159,7 +159,6 @@ class InferenceService:
     def _evicted(self, key: str) -> None:
         self.metrics.model_evictions.inc()
         self.metrics.cache_bytes.set(self.cache.used_bytes)
-        settle_heap()  # the evicted model's reference cycles are collected here, not left frozen
 
 
 def settle_heap() -> None:
@@ -167,7 +166,8 @@ def settle_heap() -> None:
     collections. A full collection scans every tracked object while holding the GIL; with a
     bart-base-shaped model loaded one took 243 ms during a burst of requests, stalling the event
     loop so that the batcher split the burst (3, 8 and 5 in place of 8 and 8) for the rest of a
-    closed-loop load. Called after loads and evictions (rare, and slow anyway)."""
+    closed-loop load. Called after each load (rare, and slow anyway): models evicted by it have
+    left the cache by then, so their reference cycles are collected here, not kept frozen."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()

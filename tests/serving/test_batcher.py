@@ -195,16 +195,26 @@ def test_while_a_batch_runs_a_free_stream_waits_for_company() -> None:
     assert sorted(items for _, items in recorder.calls) == [["first"], ["second", "third"]]
 
 
-def test_a_free_stream_leaves_a_busy_streams_part_of_the_queue_to_it() -> None:
-    release = threading.Event()
-    sizes: list[int] = []
+class HoldsLong:
+    """A batch function that holds the batch ["long"] until `release` and logs each batch's size;
+    every other batch takes `seconds`."""
 
-    def run(key: Hashable, items: list[str]) -> list[str]:
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.release = threading.Event()
+        self.sizes: list[int] = []
+        self.seconds = seconds
+
+    def __call__(self, key: Hashable, items: list[str]) -> list[str]:
         if items == ["long"]:
-            release.wait(5)
-        sizes.append(len(items))
+            self.release.wait(5)
+        else:
+            time.sleep(self.seconds)
+        self.sizes.append(len(items))
         return items
 
+
+def test_a_free_stream_leaves_a_busy_streams_part_of_the_queue_to_it() -> None:
+    run = HoldsLong()
     batcher = Batcher(run, BatchLimits(max_batch_size=16, max_wait_ms=50, streams=2))
 
     async def scenario() -> None:
@@ -213,27 +223,17 @@ def test_a_free_stream_leaves_a_busy_streams_part_of_the_queue_to_it() -> None:
         burst = asyncio.gather(*(batcher.submit("k", [str(i)]) for i in range(12)))
         await asyncio.sleep(0.3)
         # Not all 12 at once: the busy stream's part waited, then went to the first free stream.
-        assert sizes == [8, 4]
-        release.set()
+        assert run.sizes == [8, 4]
+        run.release.set()
         await asyncio.gather(long, burst)
 
     asyncio.run(scenario())
     batcher.close()
-    assert sizes == [8, 4, 1]
+    assert run.sizes == [8, 4, 1]
 
 
 def test_items_left_for_a_busy_stream_wait_for_the_clients_of_the_batch_that_frees_it() -> None:
-    release = threading.Event()
-    sizes: list[int] = []
-
-    def run(key: Hashable, items: list[str]) -> list[str]:
-        if items == ["long"]:
-            release.wait(5)
-        else:
-            time.sleep(0.15)  # far longer than max_wait_ms
-        sizes.append(len(items))
-        return items
-
+    run = HoldsLong(seconds=0.15)  # far longer than max_wait_ms
     batcher = Batcher(run, BatchLimits(max_batch_size=16, max_wait_ms=50, streams=2))
 
     async def scenario() -> None:
@@ -244,9 +244,9 @@ def test_items_left_for_a_busy_stream_wait_for_the_clients_of_the_batch_that_fre
         await asyncio.sleep(0.02)  # its clients come back, within max_wait_ms of its end
         back = [asyncio.ensure_future(batcher.submit("k", [f"b{i}"])) for i in range(4)]
         await asyncio.gather(*first, *back)
-        release.set()
+        run.release.set()
         await long
 
     asyncio.run(scenario())
     batcher.close()
-    assert sizes == [8, 8, 1]
+    assert run.sizes == [8, 8, 1]
