@@ -39,6 +39,7 @@ class TrainingState:
     loader: LoaderPosition = field(default_factory=LoaderPosition)
     best_metric: float | None = None
     best_metrics: dict[str, float] = field(default_factory=dict)
+    stale_evals: int = 0  # evaluations in a row since the best one (for early stopping)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,11 +47,14 @@ class TrainingState:
             "loader": self.loader.to_dict(),
             "best_metric": self.best_metric,
             "best_metrics": self.best_metrics,
+            "stale_evals": self.stale_evals,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingState:
-        return cls(data["step"], LoaderPosition(**data["loader"]), data["best_metric"], data["best_metrics"])
+        loader = LoaderPosition(**data["loader"])
+        stale = data.get("stale_evals", 0)  # absent in checkpoints written before early stopping
+        return cls(data["step"], loader, data["best_metric"], data["best_metrics"], stale)
 
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:

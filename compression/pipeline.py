@@ -70,7 +70,10 @@ class _Run:
             min(spec.max_target_length, self.max_positions),
         )
         examples = tokenize(self.splits.train, self.tokenizer, *limits)
-        return ResumableLoader(examples, spec.batch_size, self.tokenizer.pad_token_id, spec.seed)
+        return ResumableLoader(
+            examples, spec.batch_size, self.tokenizer.pad_token_id, spec.seed,
+            bucket_by_length=spec.length_bucketing,
+        )
 
     def evaluate(self, model: PreTrainedModel) -> dict[str, float]:
         return evaluate_model(
@@ -176,7 +179,7 @@ def finetune(
         spec,
         stage="finetuning_teacher",
         device=run.device,
-        validation=run.validation(),
+        validation=_teacher_validation(run, spec),
         checkpointer=run.checkpointer("finetuning_teacher"),
         resume_from=resume_from,
         progress=run.progress,
@@ -281,6 +284,16 @@ def _finetune_teacher(run: _Run, teacher: PreTrainedModel) -> tuple[PreTrainedMo
     )
     _replace_dir(saved, lambda tmp: _save_hf(teacher, run.tokenizer, tmp))
     return teacher.eval(), saved
+
+
+def _teacher_validation(run: _Run, spec: TrainingSpec) -> Validation:
+    """The task metric plus validation loss and the input check at every evaluation: the
+    learning curve of a teacher trained from scratch needs all three."""
+
+    def scores(model: PreTrainedModel) -> dict[str, float]:
+        return run.evaluate(model) | (_input_check(run, model, spec) or {})
+
+    return Validation(scores, TASK_METRIC[run.recipe.task])
 
 
 def _input_check(run: _Run, teacher: PreTrainedModel, spec: TrainingSpec) -> dict[str, float] | None:

@@ -159,6 +159,9 @@ class TrainingSpec(_Strict):
     max_source_length: int = Field(512, ge=1)
     max_target_length: int = Field(64, ge=1)
     eval_every: int | None = Field(None, ge=1)  # steps; None = once per epoch
+    # Stop after this many evaluations in a row without a better validation metric; None = never.
+    patience: int | None = Field(None, ge=1)
+    length_bucketing: bool = True  # batches of similar source lengths (less padding, same records)
     checkpoint_every: int | None = Field(200, ge=1)  # steps; None = once per epoch
     log_every: int = Field(10, ge=1)
 

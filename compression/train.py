@@ -75,7 +75,7 @@ def train(
     else:
         seed_everything(spec.seed)
 
-    while state.step < total_steps:
+    while state.step < total_steps and not _patience_spent(state, spec):
         epoch = loader.position.epoch
         losses: dict[str, float] = {}
         for _ in range(spec.grad_accum):
@@ -102,11 +102,14 @@ def train(
             scores = validation.run(model)
             if state.best_metric is None or scores[validation.metric] > state.best_metric:
                 state.best_metric, state.best_metrics = scores[validation.metric], scores
-                best_state = snapshot(model)
+                state.stale_evals, best_state = 0, snapshot(model)
+            else:
+                state.stale_evals += 1
             eval_metrics = {f"eval/{k}": v for k, v in scores.items()}
             _report(progress, ProgressEvent("metrics", stage, state.step, total_steps, eval_metrics))
 
-        if checkpointer is not None and _due(state.step, spec.checkpoint_every, epoch_done, total_steps):
+        due = _due(state.step, spec.checkpoint_every, epoch_done, total_steps)
+        if checkpointer is not None and (due or _patience_spent(state, spec)):
             state.loader = replace(loader.position)  # a copy: the loader keeps moving
             path = checkpointer.save(
                 model=model, optimizer=optimizer, scheduler=scheduler, state=state, best_model=best_state
@@ -166,6 +169,11 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def _patience_spent(state: TrainingState, spec: TrainingSpec) -> bool:
+    """Early stopping: `patience` evaluations in a row have not beaten the best one."""
+    return spec.patience is not None and state.stale_evals >= spec.patience
 
 
 def _due(step: int, every: int | None, epoch_done: bool, total_steps: int) -> bool:

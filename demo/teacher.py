@@ -46,7 +46,8 @@ QUICK_SHAPE = TeacherShape(d_model=32, ffn_dim=64, heads=4, vocab_size=1000)
 
 def sample_texts(path: Path = SAMPLE_TRAIN,
                  fields: tuple[str, ...] = ("document", "summary")) -> Iterator[str]:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for line in f:
             record = json.loads(line)
             yield from (record[name] for name in fields)

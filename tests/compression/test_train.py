@@ -190,3 +190,22 @@ def test_biases_and_layernorms_get_no_weight_decay() -> None:
     decayed, plain = build_optimizer(model, TrainingSpec(weight_decay=0.1)).param_groups
     assert [p.shape for p in decayed["params"]] == [torch.Size([2, 2])]
     assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0 and len(plain["params"]) == 3
+
+
+def test_training_stops_after_patience_evaluations_without_a_better_metric(
+    tiny_teacher_dir: Path,
+    sample_records: list[dict[str, str]],
+    tokenizer: PreTrainedTokenizerBase,
+    tmp_path: Path,
+) -> None:
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(tiny_teacher_dir))
+    scores = iter([3.0, 5.0, 4.0, 5.0, 9.0, 9.0])  # best at the 2nd evaluation, then two stale ones
+    validation = Validation(lambda _: {"score": next(scores)}, "score")
+    spec = TrainingSpec(max_steps=12, batch_size=4, eval_every=2, patience=2, checkpoint_every=100)
+    checkpointer = Checkpointer(tmp_path, "run", {})
+    result = train(
+        model, _loader(sample_records, tokenizer, 16, 4), spec, stage="finetuning_teacher", device=CPU,
+        validation=validation, checkpointer=checkpointer,
+    )
+    assert result.steps == 8 and result.best_metrics == {"score": 5.0}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-step-000008"]

@@ -1,0 +1,42 @@
+"""bench/teacher.py: the lead-1 baseline, the learning curve log, and a resumable smoke run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.teacher import Plan, final_report, lead_1, read_curve, train_teacher
+from demo.teacher import QUICK_SHAPE
+from tests.tiny import write_jsonl
+
+
+def test_lead_1_is_the_first_sentence_of_the_first_line() -> None:
+    assert lead_1("A tool. It does v1.2 things.\n\nMore.") == "A tool."
+    assert lead_1("Version 1.2 of a tool\nsecond line. Yes.") == "Version 1.2 of a tool"
+
+
+def test_curve_keeps_the_last_evaluation_of_a_step(tmp_path: Path) -> None:
+    path = tmp_path / "curve.jsonl"
+    rows = [{"step": 2, "rougeLsum": 1.0}, {"step": 4, "rougeLsum": 2.0}, {"step": 2, "rougeLsum": 3.0}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert read_curve(path) == [{"step": 2, "rougeLsum": 3.0}, {"step": 4, "rougeLsum": 2.0}]
+
+
+@pytest.mark.slow
+def test_teacher_run_resumes_and_reports_the_curve_and_lead_1(
+    tmp_path: Path, sample_records: list[dict[str, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", sample_records[:32])
+    validation = write_jsonl(tmp_path / "validation.jsonl", sample_records[32:40])
+    plan = Plan(QUICK_SHAPE, epochs=1, batch_size=8, eval_every=2, patience=10, eval_records=4)
+    out = tmp_path / "teacher"
+    train_teacher(plan, out, train, validation)
+    train_teacher(plan, out, train, validation)  # a second start resumes from the last checkpoint
+    assert "resuming from" in capsys.readouterr().out
+    report = final_report(plan, out, validation, num_beams=1)
+    assert [row["step"] for row in report["curve"]] == [2, 4]
+    assert {"matched_loss", "gap", "rougeLsum"} <= set(report["curve"][-1])
+    assert report["validation_records"] == 8 and report["lead_1"]["rouge1"] > 0
+    assert "| lead_1 |" in (out / "report.md").read_text()
