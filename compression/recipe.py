@@ -132,17 +132,37 @@ class QuantizationSpec(_Strict):
 
 
 class DistillationSpec(_Strict):
+    """The loss: task CE plus weighted distillation terms. A term of weight 0 is not computed,
+    and with every distillation weight 0 the teacher is not run at all."""
+
     task: float = 1.0
     logits: float = 1.0
-    hidden: float = 1.0  # hidden states and attention probabilities
+    hidden: float = 1.0  # hidden states (and attention probabilities while `attention` is None)
+    attention: float | None = None  # None: the `hidden` weight, as the paper's one weight for both
+    logits_loss: Literal["mse", "kl"] = "mse"  # mse: the paper's; kl: KL(teacher || student) at `temperature`
+    temperature: float = Field(1.0, gt=0)
+    # Each hidden/attention/logits MSE divided by the teacher tensor's mean square, and layer terms
+    # averaged instead of summed, so that no term dominates the total by its scale alone.
+    normalize: bool = False
     mask_padding: bool = True  # False reproduces the paper's unmasked MSE
+    # Train on the teacher's own beam outputs (sequence-level KD): "replace" the references with
+    # them, or "mix" both (every record twice); computed once per teacher and data set.
+    sequence_level: Literal["off", "replace", "mix"] = "off"
 
-    @field_validator("task", "logits", "hidden")
+    @field_validator("task", "logits", "hidden", "attention")
     @classmethod
-    def _non_negative(cls, v: float) -> float:
-        if v < 0:
+    def _non_negative(cls, v: float | None) -> float | None:
+        if v is not None and v < 0:
             raise ValueError("loss weights must be >= 0")
         return v
+
+    @property
+    def attention_weight(self) -> float:
+        return self.hidden if self.attention is None else self.attention
+
+    def uses_teacher(self) -> bool:
+        """Whether any term needs the teacher's forward pass."""
+        return self.logits > 0 or self.hidden > 0 or self.attention_weight > 0
 
 
 class TrainingSpec(_Strict):

@@ -126,9 +126,13 @@ def compute_loss(
     model: PreTrainedModel, batch: dict[str, torch.Tensor], distiller: Distiller | None
 ) -> LossResult:
     """The student's CE alone, or CE + distillation from the teacher on the same batch (teacher forcing)."""
-    if distiller is None:
+    if distiller is None or not distiller.spec.uses_teacher():
         return task_loss(model(**batch))
-    internals = {"output_attentions": True, "output_hidden_states": True}
+    # Attentions and hidden states are gathered only for the terms that read them.
+    internals = {
+        "output_attentions": distiller.spec.attention_weight > 0,
+        "output_hidden_states": distiller.spec.hidden > 0,
+    }
     with torch.no_grad():
         teacher_out = distiller.teacher(**batch, **internals)
     return distillation_loss(

@@ -7,9 +7,10 @@ import copy
 import pytest
 import torch
 from transformers import BartForConditionalGeneration
+from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from compression.data import Example, collate
-from compression.losses import distillation_loss, task_loss
+from compression.losses import distillation_loss, kl_divergence, task_loss
 from compression.recipe import DistillationSpec, QuantizationSpec, StudentSpec
 from compression.student import build_student
 from compression.swap import quantize_model
@@ -153,3 +154,73 @@ def test_paper_mode_adds_the_batch_summed_final_encoder_term(teacher: BartForCon
     last = torch.nn.functional.mse_loss(s_out.encoder_last_hidden_state, t_out.encoder_last_hidden_state)
     assert paper.components["enc_last"] == pytest.approx(2 * last.item(), rel=1e-5)  # about B x the MSE
     assert "enc_last" not in masked.components
+
+
+def _maps() -> dict[str, list[int]]:
+    return {"encoder_map": [0, 1, 2], "decoder_map": [0, 1, 2]}
+
+
+def test_kl_term_equals_its_definition_on_a_tiny_example() -> None:
+    student = torch.tensor([[[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]]])
+    teacher = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+    temperature = 2.0
+    expected = 0.0
+    for s_row, t_row in zip(student[0], teacher[0], strict=True):
+        p = torch.softmax(t_row / temperature, -1)
+        q = torch.softmax(s_row / temperature, -1)
+        expected += float((p * (p / q).log()).sum()) / 2
+    got = kl_divergence(student, teacher, torch.ones(1, 2), temperature)
+    assert got.item() == pytest.approx(expected * temperature**2, rel=1e-5)
+    only_first = kl_divergence(student, teacher, torch.tensor([[1.0, 0.0]]), temperature)
+    assert only_first.item() != pytest.approx(got.item())
+
+
+def test_kl_logits_term_is_zero_for_an_exact_copy(teacher: BartForConditionalGeneration) -> None:
+    batch = _padded_batch()
+    out = _run(teacher, batch)
+    spec = DistillationSpec(logits_loss="kl", temperature=2)
+    result = distillation_loss(out, out, batch, **_maps(), spec=spec)
+    assert result.components["logits"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_terms_of_weight_zero_are_not_computed(teacher: BartForConditionalGeneration) -> None:
+    batch, student = _padded_batch(), _perturbed(teacher)
+    s_out, t_out = _run(student, batch), _run(teacher, batch)
+    none = distillation_loss(s_out, t_out, batch, **_maps(), spec=DistillationSpec(logits=0, hidden=0))
+    assert set(none.components) == {"task", "total"} and none.total.item() == s_out.loss.item()
+    no_attention = distillation_loss(s_out, t_out, batch, **_maps(), spec=DistillationSpec(attention=0))
+    assert set(no_attention.components) == {"task", "total", "logits", "enc_hidden", "dec_hidden"}
+
+
+def test_attention_weight_applies_to_the_attention_terms_alone(teacher: BartForConditionalGeneration) -> None:
+    batch, student = _padded_batch(), _perturbed(teacher)
+    spec = DistillationSpec(task=1.0, logits=0.5, hidden=2.0, attention=7.0)
+    result = distillation_loss(_run(student, batch), _run(teacher, batch), batch, **_maps(), spec=spec)
+    c = result.components
+    attention = c["enc_attn"] + c["dec_attn"] + c["cross_attn"]
+    expected = c["task"] + 0.5 * c["logits"] + 7.0 * attention + 2.0 * (c["enc_hidden"] + c["dec_hidden"])
+    assert result.total.item() == pytest.approx(expected, rel=1e-5)
+
+
+def _scaled_hidden(out: Seq2SeqLMOutput, factor: float) -> Seq2SeqLMOutput:
+    return Seq2SeqLMOutput(
+        loss=out.loss,
+        logits=out.logits * factor,
+        encoder_hidden_states=tuple(h * factor for h in out.encoder_hidden_states),
+        decoder_hidden_states=tuple(h * factor for h in out.decoder_hidden_states),
+    )
+
+
+def test_normalized_terms_do_not_depend_on_the_scale_of_the_tensors(
+    teacher: BartForConditionalGeneration,
+) -> None:
+    batch, student = _padded_batch(), _perturbed(teacher)
+    s_out, t_out = _run(student, batch), _run(teacher, batch)
+    spec = DistillationSpec(attention=0, normalize=True)
+    plain = distillation_loss(s_out, t_out, batch, **_maps(), spec=spec)
+    s_big, t_big = _scaled_hidden(s_out, 10.0), _scaled_hidden(t_out, 10.0)
+    scaled = distillation_loss(s_big, t_big, batch, **_maps(), spec=spec)
+    for name in ("logits", "enc_hidden", "dec_hidden"):
+        assert scaled.components[name] == pytest.approx(plain.components[name], rel=1e-4), name
+    raw = distillation_loss(s_out, t_out, batch, **_maps(), spec=DistillationSpec(attention=0))
+    assert raw.components["enc_hidden"] > plain.components["enc_hidden"]

@@ -16,7 +16,7 @@ from compression.progress import ProgressEvent
 from compression.recipe import DistillationSpec, QuantizationSpec, StudentSpec, TrainingSpec
 from compression.student import build_student
 from compression.swap import quantize_model
-from compression.train import Distiller, Validation, build_optimizer, build_scheduler, train
+from compression.train import Distiller, Validation, build_optimizer, build_scheduler, compute_loss, train
 
 CPU = torch.device("cpu")
 
@@ -209,3 +209,17 @@ def test_training_stops_after_patience_evaluations_without_a_better_metric(
     )
     assert result.steps == 8 and result.best_metrics == {"score": 5.0}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run-step-000008"]
+
+
+class _RefusesToRun(torch.nn.Module):
+    def forward(self, **_: torch.Tensor) -> None:
+        raise AssertionError("the teacher was run")
+
+
+def test_teacher_is_not_run_when_every_distillation_weight_is_zero(
+    tiny_teacher_dir: Path, sample_records: list[dict[str, str]], tokenizer: PreTrainedTokenizerBase
+) -> None:
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(tiny_teacher_dir))
+    batch = _loader(sample_records, tokenizer, 8, 4).next_batch()
+    distiller = Distiller(_RefusesToRun(), [0, 1], [0, 1], DistillationSpec(logits=0, hidden=0))
+    assert set(compute_loss(model, batch, distiller).components) == {"task", "total"}
