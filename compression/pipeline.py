@@ -17,13 +17,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from compression.artifact import footprint, pack, write_report
 from compression.checkpoint import Checkpointer, read_metadata
-from compression.data import ResumableLoader, Splits, load_splits, tokenize
-from compression.errors import RecipeError, UserInputError
+from compression.data import Record, ResumableLoader, Splits, load_splits, tokenize
+from compression.errors import Cancelled, RecipeError, UserInputError
 from compression.evaluate import TASK_METRIC, evaluate_model, generate, input_dependence
 from compression.layer_map import LayerMap
 from compression.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 from compression.recipe import QuantizationSpec, Recipe, StudentSpec, TeacherSpec, TrainingSpec
 from compression.runtime import resolve_device
+from compression.sequence_targets import teacher_targets, with_teacher_targets
 from compression.student import build_student
 from compression.swap import quantize_model
 from compression.teacher import load_teacher, teacher_fingerprint
@@ -64,12 +65,13 @@ class _Run:
         """The checkpoint to resume `stage` from, if the run resumes inside that stage."""
         return self.resume_from if self.resume_meta and self.resume_meta["stage"] == stage else None
 
-    def loader(self, spec: TrainingSpec) -> ResumableLoader:
+    def loader(self, spec: TrainingSpec, records: Sequence[Record] | None = None) -> ResumableLoader:
+        """Batches of `records` (default: the train split) under the spec's length limits."""
         limits = (
             min(spec.max_source_length, self.max_positions),
             min(spec.max_target_length, self.max_positions),
         )
-        examples = tokenize(self.splits.train, self.tokenizer, *limits)
+        examples = tokenize(self.splits.train if records is None else records, self.tokenizer, *limits)
         return ResumableLoader(
             examples, spec.batch_size, self.tokenizer.pad_token_id, spec.seed,
             bucket_by_length=spec.length_bucketing,
@@ -321,15 +323,17 @@ def _distill(
         run.stage("distilling", "ptq: copy and quantize, no training")
         return student.eval(), layer_map, TrainResult(0)
     run.stage("distilling", f"{recipe.method}: student {layer_map.to_dict()}")
-    distiller = None
+    distiller, records = None, run.splits.train
     if recipe.method != "qat_only":  # qat_only = the task loss alone (distillation weights 0)
         distiller = Distiller(teacher, layer_map.encoder, layer_map.decoder, recipe.distillation)
+        if recipe.distillation.sequence_level != "off":
+            records = _sequence_level_records(run, teacher)
     checkpointer = run.checkpointer(
         "distilling", layer_map=layer_map.to_dict(), teacher_dir=str(teacher_dir) if teacher_dir else None
     )
     result = train(
         student,
-        run.loader(recipe.training),
+        run.loader(recipe.training, records),
         recipe.training,
         stage="distilling",
         device=run.device,
@@ -340,6 +344,24 @@ def _distill(
         progress=run.progress,
     )
     return student.eval(), layer_map, result
+
+
+def _sequence_level_records(run: _Run, teacher: PreTrainedModel) -> list[Record]:
+    """The train split with the teacher's beam outputs as targets (recipe `sequence_level`)."""
+    recipe = run.recipe
+    spec = recipe.evaluation.model_copy(
+        update={"max_length": min(recipe.training.max_target_length, run.max_positions)}
+    )
+    sources = [r.source for r in run.splits.train]
+    run.stage("distilling", f"sequence-level targets: the teacher's outputs for {len(sources)} sources")
+
+    def on_chunk(done: int, total: int) -> None:
+        if run.progress(ProgressEvent("stage", "distilling", message=f"teacher outputs {done}/{total}")):
+            raise Cancelled(f"cancelled while generating teacher outputs ({done}/{total})")
+
+    targets = teacher_targets(teacher, run.tokenizer, sources, spec, max_source_length=run.source_length(),
+                              forced_bos_token_id=run.forced_bos_token_id(), on_chunk=on_chunk)
+    return with_teacher_targets(run.splits.train, targets, recipe.distillation.sequence_level)
 
 
 def _latency(models: dict[str, PreTrainedModel], run: _Run) -> dict[str, Any]:

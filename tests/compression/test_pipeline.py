@@ -202,3 +202,14 @@ def test_translation_with_an_mbart_teacher_reports_bleu(tmp_path: Path) -> None:
     recipe = _recipe(teacher_dir, data, task="translation")
     result = compress(recipe, tmp_path / "out", device="cpu")
     assert set(result.best_metrics) == set(result.report["teacher_metrics"]) == {"bleu", "chrf"}
+
+
+def test_sequence_level_distillation_trains_on_cached_teacher_outputs(
+    tiny_teacher_dir: Path, data_files: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DQB_CACHE_DIR", str(tmp_path / "cache"))
+    recipe = _recipe(tiny_teacher_dir, data_files, distillation={"sequence_level": "mix"})
+    events = Events()
+    compress(recipe, tmp_path / "out", device="cpu", progress=events)
+    cached = list((tmp_path / "cache" / "sequence-targets").glob("*.jsonl"))
+    assert len(cached) == 1 and any("teacher outputs" in (e.message or "") for e in events.events)
