@@ -25,7 +25,8 @@ def test_replace_swaps_each_reference_for_the_teachers_output_unless_it_is_empty
 
 def test_mix_keeps_the_references_and_adds_the_teachers_outputs() -> None:
     records = [Record("doc a", "ref a")]
-    assert with_teacher_targets(records, ["out a"], "mix") == [Record("doc a", "ref a"), Record("doc a", "out a")]
+    mixed = with_teacher_targets(records, ["out a"], "mix")
+    assert mixed == [Record("doc a", "ref a"), Record("doc a", "out a")]
 
 
 def test_targets_are_the_teachers_outputs_and_are_cached(tiny_teacher_dir: Path, tmp_path: Path) -> None:
