@@ -34,22 +34,51 @@ QUANTIZED_ATTENTION = "dqbart_eager"
 
 
 class WeightQuantizer(nn.Module):
-    """Fake quantization of one weight matrix (fixed clip, or a learned step initialised from it)."""
+    """Fake quantization of one weight matrix (fixed clip, or a learned step initialised from it).
+
+    Per group: each row's columns in groups of `group_size`, one scale per group (per row on a
+    [rows, groups, size] view). A matrix whose width is not a whole number of groups falls back
+    to one scale per row.
+    """
 
     def __init__(
-        self, weight: torch.Tensor, bits: int, granularity: Granularity, clip_val: float, learned_scale: bool
+        self,
+        weight: torch.Tensor,
+        bits: int,
+        granularity: Granularity,
+        clip_val: float,
+        learned_scale: bool,
+        group_size: int | None = None,
     ) -> None:
         super().__init__()
+        if granularity == "per_group" and (group_size is None or weight.shape[-1] % group_size):
+            granularity = "per_row"
         self.bits = bits
         self.granularity: Granularity = granularity
+        self.group_size = group_size if granularity == "per_group" else None
         self.clip_val = clip_val
         self.step: nn.Parameter | None = None
         if learned_scale:
-            initial = lsq_initial_step(weight.detach(), bits, clip_val, granularity == "per_row")
-            self.step = nn.Parameter(initial if granularity == "per_row" else initial.reshape(()))
+            initial = lsq_initial_step(self._grouped(weight.detach()), bits, clip_val, self._per_row)
+            self.step = nn.Parameter(initial if self._per_row else initial.reshape(()))
         # A loaded artifact fixes each grid to its stored scale (see `freeze`).
         self.frozen_scheme: Scheme | None = None
         self.register_buffer("frozen_scale", None, persistent=False)
+
+    @property
+    def _per_row(self) -> bool:
+        return self.granularity != "per_tensor"
+
+    @property
+    def _statistics(self) -> Granularity:
+        """The granularity of the statistics on the (grouped) view."""
+        return "per_row" if self.group_size is not None else self.granularity
+
+    def _grouped(self, weight: torch.Tensor) -> torch.Tensor:
+        """[rows, columns] -> [rows, groups, group_size] per group; as it is otherwise."""
+        if self.group_size is None:
+            return weight
+        return weight.reshape(*weight.shape[:-1], -1, self.group_size)
 
     def freeze(self, scale: torch.Tensor, scheme: Scheme) -> None:
         """Round onto this stored grid from now on: stored values then come back bit-exact (no gradient)."""
@@ -59,10 +88,13 @@ class WeightQuantizer(nn.Module):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.frozen_scheme is not None:
             return self.quantize(weight).values().to(weight.dtype)
-        return fake_quantize(weight, self.bits, self.granularity, self.clip_val, self.step)
+        values = fake_quantize(self._grouped(weight), self.bits, self._statistics, self.clip_val, self.step)
+        return values.reshape(weight.shape)
 
     def codes(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Float codes and the value of one code (see `quantize_to_codes`), as `forward` rounds."""
+        if self.group_size is not None:
+            raise ValueError("a per-group weight has no one code step per output; multiply its values")
         if self.frozen_scheme is not None:
             codes = codes_at_scale(weight.detach(), self.frozen_scale, self.frozen_scheme, self.bits)
             return codes, code_step(self.frozen_scale, self.frozen_scheme)
@@ -80,16 +112,23 @@ class WeightQuantizer(nn.Module):
         return fake_quantize(rows, self.bits, "per_row", self.clip_val, step)
 
     def quantize(self, weight: torch.Tensor) -> QuantizedTensor:
-        """Integer codes and scale, exactly as the forward pass rounds them."""
+        """Integer codes and scale, exactly as the forward pass rounds them (a per-group scale
+        as [rows, groups])."""
         if self.frozen_scheme is not None:
             codes = codes_at_scale(weight.detach(), self.frozen_scale, self.frozen_scheme, self.bits)
             return QuantizedTensor(
                 codes.to(torch.int8), self.frozen_scale, self.frozen_scheme, self.bits, self.granularity
             )
-        return quantize_tensor(weight, self.bits, self.granularity, self.clip_val, self.step)
+        view = self._grouped(weight)
+        quantized = quantize_tensor(view, self.bits, self._statistics, self.clip_val, self.step)
+        if self.group_size is None:
+            return quantized
+        codes, scale = quantized.codes.reshape(weight.shape), quantized.scale.reshape(view.shape[:-1])
+        return QuantizedTensor(codes, scale, quantized.scheme, self.bits, "per_group")
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, granularity={self.granularity}, learned={self.step is not None}"
+        group = f", group_size={self.group_size}" if self.group_size else ""
+        return f"bits={self.bits}, granularity={self.granularity}{group}, learned={self.step is not None}"
 
 
 class ActivationQuantizer(nn.Module):
@@ -156,6 +195,7 @@ class QuantLinear(nn.Linear):
         clip_val: float = 2.5,
         learned_scale: bool = False,
         weight_quantizer: WeightQuantizer | None = None,
+        group_size: int | None = None,
     ) -> QuantLinear:
         """Wrap `linear`, sharing its weight and bias; `weight_quantizer` shares one (the tied head's)."""
         new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
@@ -163,7 +203,7 @@ class QuantLinear(nn.Linear):
         new.bias = linear.bias
         if weight_quantizer is None and weight_bits != FULL_PRECISION_BITS:
             weight_quantizer = WeightQuantizer(
-                linear.weight, weight_bits, granularity, clip_val, learned_scale
+                linear.weight, weight_bits, granularity, clip_val, learned_scale, group_size
             )
         new.weight_quantizer = weight_quantizer
         new.activation_quantizer = make_activation_quantizer(
@@ -179,7 +219,7 @@ class QuantLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         both = self.activation_quantizer is not None and self.weight_quantizer is not None
-        if both and multiplies_codes(x):
+        if both and multiplies_codes(x) and self.weight_quantizer.group_size is None:
             x_codes, x_step = self.activation_quantizer.codes(x)
             w_codes, w_step = self.weight_quantizer.codes(self.weight)
             out = torch.matmul(x_codes, w_codes.t()) * (x_step * w_step.reshape(-1))

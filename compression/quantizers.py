@@ -9,6 +9,9 @@ stores exactly what the fake-quantized forward computes:
 - lsq (learned step size): codes = round(clamp(x / step, -q, q)), value = codes * step.
 
 Granularity: per tensor, or per row (statistics along the last dimension, one scale per row).
+Per group (one scale per `group_size` columns of a row) is per row on a [rows, groups, size]
+view (modules.WeightQuantizer); its scale is stored as [rows, groups] and `expand_scale` widens
+it to the codes' columns.
 Gradients follow the clipped straight-through estimator of the paper: the input gradient passes
 where |x| < clip and is zero outside; fixed scales get none. LSQ gets the LSQ gradient on its step.
 """
@@ -22,7 +25,7 @@ from typing import Literal
 import torch
 
 Scheme = Literal["symmetric", "ternary", "lsq"]
-Granularity = Literal["per_tensor", "per_row"]
+Granularity = Literal["per_tensor", "per_row", "per_group"]
 
 FULL_PRECISION_BITS = 32
 # Below this a maximum counts as zero: the paper's code divides by it and yields NaN.
@@ -113,9 +116,18 @@ def lsq_initial_step(x: torch.Tensor, bits: int, clip: float, per_row: bool) -> 
     return 1.0 / symmetric_scale(x, bits, clip, per_row)
 
 
+def expand_scale(scale: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """A per-group scale [rows, groups] repeated over each group's columns, so that it broadcasts
+    against codes of `shape`; per-tensor and per-row scales broadcast as they are."""
+    if scale.dim() < 2 or scale.shape[-1] in (1, shape[-1]):
+        return scale
+    return scale.repeat_interleave(shape[-1] // scale.shape[-1], dim=-1)
+
+
 def codes_at_scale(x: torch.Tensor, scale: torch.Tensor, scheme: Scheme, bits: int) -> torch.Tensor:
     """Codes of `x` on a given grid; on values already on that grid they are the original codes."""
     level = max_level(bits)
+    scale = expand_scale(scale, x.shape)
     # A zero step is an all-zero row (e.g. the pad embedding at 2 bits): codes 0, not 0/0.
     step = torch.where(scale == 0, torch.ones_like(scale), scale)
     ratio = x * scale if scheme == "symmetric" else x / step
@@ -124,7 +136,7 @@ def codes_at_scale(x: torch.Tensor, scale: torch.Tensor, scheme: Scheme, bits: i
 
 def dequantize(codes: torch.Tensor, scale: torch.Tensor, scheme: Scheme) -> torch.Tensor:
     """Codes back to values; the symmetric scheme divides (levels per unit), the others multiply."""
-    codes = codes.to(scale.dtype)
+    codes, scale = codes.to(scale.dtype), expand_scale(scale, codes.shape)
     return codes / scale if scheme == "symmetric" else codes * scale
 
 

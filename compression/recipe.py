@@ -110,7 +110,8 @@ class QuantizationSpec(_Strict):
     weight_bits: int = 8
     embedding_bits: int = 8
     activation_bits: int = 8
-    granularity: Literal["per_tensor", "per_row"] = "per_tensor"  # weights; embedding is always per row
+    granularity: Literal["per_tensor", "per_row", "per_group"] = "per_tensor"  # weights; embedding: per row
+    group_size: int = Field(64, ge=2)  # columns per scale under per_group (a narrower matrix: per row)
     clip_val: float = 2.5
     learned_scale: bool = False  # LSQ-style learned step size instead of the fixed clip
 

@@ -587,6 +587,7 @@ def _int8_eligible(module: nn.Module) -> bool:
         and module.activation_quantizer is not None
         and module.activation_quantizer.bits <= _MAX_INT8_BITS
         and module.weight_quantizer.bits <= _MAX_INT8_BITS
+        and module.weight_quantizer.group_size is None  # an int8 product takes one scale per output
     )
 
 
@@ -597,8 +598,10 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 def _multiplies_values(module: nn.Module) -> bool:
     """A layer whose reference forward uses its fake-quantized weight values, not its codes."""
-    return isinstance(module, QuantEmbedding) or (isinstance(module, QuantLinear)
-                                                  and module.activation_quantizer is None)
+    if isinstance(module, QuantEmbedding):
+        return True
+    return isinstance(module, QuantLinear) and (module.activation_quantizer is None
+                                                or module.weight_quantizer.group_size is not None)
 
 
 def freeze_weights(model: nn.Module, *, half: bool = False) -> nn.Module:

@@ -78,7 +78,8 @@ def quantize_model(model: PreTrainedModel, spec: QuantizationSpec) -> PreTrained
         model,
         _is_layer_linear,
         lambda m, _: QuantLinear.from_linear(
-            m, spec.weight_bits, spec.activation_bits, spec.granularity, clip, learned
+            m, spec.weight_bits, spec.activation_bits, spec.granularity, clip, learned,
+            group_size=spec.group_size,
         ),
     )
     _quantize_embeddings(model, spec)

@@ -16,7 +16,7 @@ from compression.layer_map import LayerMap
 from compression.packing import packed_numel
 from compression.recipe import QuantizationSpec, StudentSpec, TeacherSpec
 from compression.student import build_student
-from compression.swap import quantize_model
+from compression.swap import quantize_model, quantized_weights
 from compression.teacher import load_teacher
 
 SEED = 123
@@ -33,7 +33,13 @@ CASES = {
     "4bit-tensor-lsq": QuantizationSpec(weight_bits=4, embedding_bits=8, learned_scale=True),
     "8bit-tensor": QuantizationSpec(weight_bits=8, embedding_bits=8),
     "8bit-row": QuantizationSpec(weight_bits=8, embedding_bits=8, granularity="per_row"),
+    "2bit-group": QuantizationSpec(weight_bits=2, embedding_bits=2, granularity="per_group", group_size=16),
+    "4bit-group-lsq": QuantizationSpec(
+        weight_bits=4, embedding_bits=4, granularity="per_group", group_size=8, learned_scale=True
+    ),
+    "8bit-group": QuantizationSpec(weight_bits=8, embedding_bits=8, granularity="per_group", group_size=16),
 }
+GROUP_CASES = [name for name in CASES if "group" in name]
 
 
 @pytest.fixture(scope="module")
@@ -267,3 +273,41 @@ def _copy(src: Path, tmp_path: Path) -> Path:
     for file in src.iterdir():
         (out / file.name).write_bytes(file.read_bytes())
     return out
+
+
+@pytest.mark.parametrize("case", GROUP_CASES)
+def test_group_scaled_round_trip_restores_every_weight_bit_for_bit(
+    teacher: tuple[PreTrainedModel, object], tmp_path: Path, case: str
+) -> None:
+    spec = CASES[case]
+    student, layer_map = _trained_student(*teacher, spec)
+    model, _ = load(_pack(student, teacher[1], tmp_path, spec, layer_map))
+    want, got = quantized_weights(student), quantized_weights(model)
+    assert want.keys() == got.keys()
+    state, loaded = student.state_dict(), model.state_dict()
+    with torch.no_grad():
+        for key, quantizer in want.items():
+            assert torch.equal(got[key](loaded[key]), quantizer(state[key])), key
+
+
+def test_group_scales_are_stored_one_per_group_and_counted_in_the_bytes(
+    teacher: tuple[PreTrainedModel, object], tmp_path: Path
+) -> None:
+    sizes = {}
+    for granularity in ("per_row", "per_group"):
+        spec = QuantizationSpec(weight_bits=2, embedding_bits=2, granularity=granularity, group_size=16)
+        student, layer_map = _trained_student(*teacher, spec)
+        out = _pack(student, teacher[1], tmp_path / granularity, spec, layer_map)
+        sizes[granularity] = footprint(teacher[0], out)
+    manifest = json.loads((out / "quantization.json").read_text())
+    linears = {k: v for k, v in manifest["tensors"].items() if k != "model.shared.weight"}
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        for entry in linears.values():
+            rows, columns = entry["shape"]
+            assert entry["granularity"] == "per_group"
+            assert tuple(f.get_tensor(entry["scale"]).shape) == (rows, columns // 16)
+    shapes = [entry["shape"] for entry in linears.values()]
+    extra_scales = sum(rows * (columns // 16 - 1) for rows, columns in shapes)
+    grown = sizes["per_group"]["theoretical_bytes"] - sizes["per_row"]["theoretical_bytes"]
+    assert grown == 4 * extra_scales
+    assert sizes["per_group"]["student_bytes"] > sizes["per_row"]["student_bytes"]

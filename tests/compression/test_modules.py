@@ -156,3 +156,29 @@ def test_frozen_quantizer_returns_the_stored_codes_and_values(bits: int, granula
     again = frozen.quantize(stored.values())
     assert torch.equal(again.codes, stored.codes)
     assert_close(frozen(stored.values()), stored.values(), atol=0, rtol=0)
+
+
+def test_each_group_of_columns_gets_its_own_scale() -> None:
+    weight = torch.tensor([[0.1, -0.2, 1.0, 2.0], [0.4, 0.05, -0.5, 0.25]])
+    quantizer = WeightQuantizer(weight, 8, "per_group", clip_val=2.5, learned_scale=False, group_size=2)
+    quantized = quantizer.quantize(weight)
+    assert quantized.granularity == "per_group" and quantized.scale.shape == (2, 2)
+    groups = quantized.codes.reshape(2, 2, 2).abs().amax(dim=-1)
+    assert groups.tolist() == [[127, 127], [127, 127]]  # every group's largest weight is a full code
+    assert torch.equal(quantizer(weight), quantized.values())
+
+
+def test_a_width_that_is_not_a_whole_number_of_groups_falls_back_to_one_scale_per_row() -> None:
+    weight = torch.randn(3, 10)
+    quantizer = WeightQuantizer(weight, 4, "per_group", clip_val=2.5, learned_scale=False, group_size=4)
+    assert quantizer.granularity == "per_row" and quantizer.quantize(weight).scale.shape == (3, 1)
+
+
+def test_a_per_group_linear_multiplies_fake_quantized_values() -> None:
+    torch.manual_seed(0)
+    linear = nn.Linear(8, 3)
+    layer = QuantLinear.from_linear(linear, 4, 8, "per_group", group_size=4)
+    x = torch.randn(5, 8)
+    weight = layer.weight_quantizer(linear.weight)
+    expected = F.linear(fake_quantize_activation(x, 8, 2.5), weight, linear.bias)
+    assert torch.equal(layer(x), expected)

@@ -25,11 +25,12 @@ from tests.tiny import make_diverse_teacher
 
 
 def pack_student(teacher_dir: Path, out_dir: Path, *, bits: int = 8, decoder_layers: int = 1,
-                 granularity: str = "per_tensor") -> Path:
+                 granularity: str = "per_tensor", group_size: int = 64) -> Path:
     """An untrained PTQ student of the teacher (build_student + quantize_model + pack)."""
     teacher, tokenizer = load_teacher(TeacherSpec(path=str(teacher_dir)))
     student, layer_map = build_student(teacher, StudentSpec(decoder_layers=decoder_layers))
-    spec = QuantizationSpec(weight_bits=bits, embedding_bits=bits, granularity=granularity)
+    spec = QuantizationSpec(weight_bits=bits, embedding_bits=bits, granularity=granularity,
+                            group_size=group_size)
     quantize_model(student, spec)
     recipe = Recipe.from_dict({"teacher": {"path": str(teacher_dir)}, "dataset": {"train": "train.jsonl"},
                                "quantization": spec.model_dump(), "training": {"max_source_length": 64}})

@@ -226,6 +226,22 @@ def test_fast_path_agrees_with_the_reference_path(diverse_teacher: Path, tmp_pat
     assert rouge(got, summaries)["rougeLsum"] == rouge(expected, summaries)["rougeLsum"]
 
 
+def test_group_scaled_layers_stay_on_their_values_and_match_the_reference(diverse_teacher: Path,
+                                                                          tmp_path: Path) -> None:
+    artifact = pack_student(diverse_teacher, tmp_path / "student", bits=2, granularity="per_group",
+                            group_size=16)
+    reference, tokenizer = load(artifact)
+    fast, info = optimize_for_inference(load(artifact)[0], device="cpu")
+    assert info.int8_layers == 0  # an int8 product takes one scale per output, not per group
+    batch = tokenizer(["a library for parsing command line options", "tools"], return_tensors="pt",
+                      padding=True)
+    decoder = torch.tensor([[2, 10, 11], [2, 12, 13]])
+    with torch.inference_mode():
+        got = fast(**batch, decoder_input_ids=decoder).logits
+        want = reference(**batch, decoder_input_ids=decoder).logits
+    assert torch.equal(got, want)
+
+
 def test_fast_path_logits_equal_the_reference_logits(student_artifact: Path) -> None:
     reference, tokenizer = load(student_artifact)
     fast, _ = optimize_for_inference(load(student_artifact)[0], device="cpu")
