@@ -230,6 +230,7 @@ def decoding_settings(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 class Decoded:
     token_ids: list[int]
     text: str
+    tokens: int  # new tokens as HF generate counts them (its forced end-of-sequence included)
 
 
 def translate(translator: ctranslate2.Translator, tokenizer: PreTrainedTokenizerBase,
@@ -253,5 +254,6 @@ def translate(translator: ctranslate2.Translator, tokenizer: PreTrainedTokenizer
     decoded = []
     for result in results:
         ids = tokenizer.convert_tokens_to_ids(result.hypotheses[0])
-        decoded.append(Decoded(ids, tokenizer.decode(ids, skip_special_tokens=True).strip()))
+        cut = forced_eos and (not ids or ids[-1] != tokenizer.eos_token_id)
+        decoded.append(Decoded(ids, tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids) + cut))
     return decoded
