@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,11 @@ from ctranslate2.specs.model_spec import LayerSpec, ModelSpec, visit_spec
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from compression.artifact import QUANTIZATION_FILE, load
+from compression.data import Record
 from compression.errors import ModelError
+from compression.evaluate import TASK_METRIC, generate, score
 from compression.quantizers import QuantizedTensor
-from compression.recipe import TeacherSpec
+from compression.recipe import EvaluationSpec, TeacherSpec
 from compression.swap import dequantize_model, quantized_weights
 from compression.teacher import load_teacher
 
@@ -49,6 +52,10 @@ _RECIPROCAL_NEIGHBOURS = 3  # floats tried on each side of k / step
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
                    "merges.txt", "sentencepiece.bpe.model", "added_tokens.json")
 INFO_FILE = "dqbart.json"  # what we record beside CTranslate2's own files
+# Task-metric points (ROUGE-Lsum, BLEU) the int8 form may lose against the reference path before
+# the service serves our own int8 form instead (DQB_SERVING_FAITHFULNESS_BUDGET).
+FAITHFULNESS_BUDGET = 0.5
+FAITHFULNESS_RECORDS = 200  # validation records scored at packing time
 
 
 @dataclass(frozen=True)
@@ -257,3 +264,44 @@ def translate(translator: ctranslate2.Translator, tokenizer: PreTrainedTokenizer
         cut = forced_eos and (not ids or ids[-1] != tokenizer.eos_token_id)
         decoded.append(Decoded(ids, tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids) + cut))
     return decoded
+
+
+def faithfulness(artifact: Path, records: Sequence[Record], task: str, spec: EvaluationSpec, *,
+                 max_source_length: int, tgt_lang: str | None = None, threads: int = 1) -> dict[str, Any]:
+    """The int8 CTranslate2 form against the reference path (`artifact.load`), both greedy with the
+    recipe's length settings on `records`: identical texts and the task metric of each.
+
+    CTranslate2 quantizes activations per row and on the fly, where training fixed per-tensor
+    ranges, so the two paths may part; this measures by how much.
+    """
+    model, tokenizer = load(artifact)
+    sources, targets = [r.source for r in records], [r.target for r in records]
+    forced = tokenizer.convert_tokens_to_ids(tgt_lang) if tgt_lang else None
+    greedy = spec.model_copy(update={"num_beams": 1})
+    reference = generate(model, tokenizer, sources, greedy, max_source_length=max_source_length,
+                         forced_bos_token_id=forced)
+    with tempfile.TemporaryDirectory(prefix="ct2-check-") as work:
+        try:
+            info = convert(artifact, work)
+        except ModelError as exc:
+            return {"available": False, "reason": exc.message}
+        translator = ctranslate2.Translator(work, device="cpu", compute_type="int8", intra_threads=threads)
+        limit = min(max_source_length, model.config.max_position_embeddings)
+        ids = tokenizer(sources, max_length=limit, truncation=True)["input_ids"]
+        decoded = translate(translator, tokenizer, ids, max_new_tokens=spec.max_length - 1,
+                            min_new_tokens=max(0, spec.min_length - 1), length_penalty=spec.length_penalty,
+                            no_repeat_ngram_size=spec.no_repeat_ngram_size,
+                            target_prefix=tgt_lang or info["decoding"]["target_prefix"],
+                            forced_eos=info["decoding"]["forced_eos"])
+    converted = [d.text for d in decoded]
+    identical = sum(a == b for a, b in zip(reference, converted, strict=True))
+    metric = TASK_METRIC[task]
+    ours, theirs = score(task, reference, targets)[metric], score(task, converted, targets)[metric]
+    return {
+        "available": True, "compute_type": "int8", "ctranslate2_version": ctranslate2.__version__,
+        "records": len(records), "decoding": "greedy",
+        "identical_percent": 100.0 * identical / len(records),
+        "metric": metric, "reference": ours, "ctranslate2": theirs, "metric_delta": theirs - ours,
+        "metric_loss": ours - theirs, "budget": FAITHFULNESS_BUDGET,
+        "within_budget": ours - theirs <= FAITHFULNESS_BUDGET,
+    }

@@ -21,10 +21,10 @@ from typing import Any, Literal
 import ctranslate2
 
 from compression.artifact import REPORT_FILE
-from compression.ct2 import CONVERTER_VERSION, INFO_FILE, Quantization, convert
+from compression.ct2 import CONVERTER_VERSION, FAITHFULNESS_BUDGET, INFO_FILE, Quantization, convert
 
 Engine = Literal["auto", "ctranslate2", "int8", "reference"]
-DEFAULT_BUDGET = 0.5  # task-metric points (ROUGE-Lsum, BLEU) the CTranslate2 form may lose
+DEFAULT_BUDGET = FAITHFULNESS_BUDGET
 
 
 @dataclass(frozen=True)
