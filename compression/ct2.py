@@ -31,7 +31,7 @@ from ctranslate2.converters.transformers import BartLoader, MBartLoader
 from ctranslate2.specs.model_spec import LayerSpec, ModelSpec, visit_spec
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from compression.artifact import QUANTIZATION_FILE, load
+from compression.artifact import QUANTIZATION_FILE, load, read_manifest
 from compression.data import Record
 from compression.errors import ModelError
 from compression.evaluate import TASK_METRIC, generate, score
@@ -153,7 +153,8 @@ def convert(source: str | Path, out_dir: str | Path, *,
             shutil.copyfile(source / name, out / name)
     info = {"converter_version": CONVERTER_VERSION, "ctranslate2_version": ctranslate2.__version__,
             "quantization": quantization, "exact_int8_weights": len(rows), "source": "artifact" if packed
-            else "teacher", "decoding": decoding_settings(model, tokenizer)}
+            else "teacher", "decoding": decoding_settings(model, tokenizer, read_manifest(source)["recipe"]
+                                                          if packed else {})}
     (out / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return info
 
@@ -224,13 +225,17 @@ def _quantizable(spec: ModelSpec) -> list[tuple[LayerSpec, str]]:
     return found
 
 
-def decoding_settings(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+def decoding_settings(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                      recipe: dict[str, Any]) -> dict[str, Any]:
     """What HF generate does beyond the weights, for a CTranslate2 caller to do the same: a token
-    forced first (BART's forced BOS), and whether the last token is forced to be end-of-sequence."""
+    forced first (mBART's target language, BART's forced BOS), whether the last token is forced
+    to be end-of-sequence, and the recipe's evaluation lengths and beams."""
     config = model.generation_config
     forced_bos = config.forced_bos_token_id
-    return {"target_prefix": tokenizer.convert_ids_to_tokens(forced_bos) if forced_bos is not None else None,
-            "forced_eos": config.forced_eos_token_id is not None}
+    prefix = recipe.get("tgt_lang") or (tokenizer.convert_ids_to_tokens(forced_bos) if forced_bos is not None
+                                        else None)
+    return {"target_prefix": prefix, "source_language": recipe.get("src_lang"),
+            "forced_eos": config.forced_eos_token_id is not None, "evaluation": recipe.get("evaluation")}
 
 
 @dataclass(frozen=True)

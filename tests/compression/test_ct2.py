@@ -11,6 +11,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from compression.artifact import load
+from compression.cli import main as cli_main
 from compression.ct2 import convert, translate
 from compression.recipe import TeacherSpec
 from compression.teacher import load_teacher
@@ -87,9 +88,10 @@ def test_every_int8_weight_is_our_dequantized_weight(diverse_teacher: Path, tmp_
             np.testing.assert_array_equal(exact[name], value, err_msg=name)
 
 
-def test_the_converted_folder_loads_in_plain_ctranslate2_with_its_tokenizer(diverse_artifact: Path,
-                                                                             tmp_path: Path) -> None:
-    convert(diverse_artifact, tmp_path / "ct2")
+def test_the_exported_folder_loads_in_plain_ctranslate2_with_its_tokenizer(diverse_artifact: Path,
+                                                                            tmp_path: Path) -> None:
+    assert cli_main(["export", str(diverse_artifact), "--format", "ctranslate2", "--out",
+                     str(tmp_path / "ct2")]) == 0
     translator = ctranslate2.Translator(str(tmp_path / "ct2"), device="cpu", compute_type="int8")
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "ct2")
     source = tokenizer.convert_ids_to_tokens(tokenizer("a tool to resize images")["input_ids"])
