@@ -4,8 +4,9 @@ For each artifact directory, two models decode the same validation documents gre
 
 - the reference path: `compression.artifact.load`, the model exactly as trained (fake-quantized);
 - the served path: the directory tarred into a local blob store and loaded by the inference app's
-  own `serving.loading.load_model`, so the checksum, `optimize_for_inference`, the source limit
-  and the generation defaults are the app's.
+  own `serving.loading.load_model` on the engine `--engine` names (auto: the app's choice, by
+  default CTranslate2 int8; int8: our own int8 form), so the checksum, the engine, the source
+  limit and the generation defaults are the app's.
 
 Both go through the app's `serving.generation` (`encode` with truncation, `run_batch`) with the
 same batches and the same resolved parameters, so the only difference is the model form. Per
@@ -35,8 +36,9 @@ from compression.artifact import QUANTIZATION_FILE, load
 from compression.data import read_records
 from compression.evaluate import rouge
 from compression.runtime import Form
+from serving.engines import Engine
 from serving.generation import GenerationItem, batch_key, encode, run_batch
-from serving.loading import LoadedModel, ModelRecord, load_model
+from serving.loading import EngineSettings, LoadedModel, ModelRecord, load_model
 from serving.schemas import GenerateParams, GenerationParameters, resolve_params
 from store.blobs import LocalBlobStore
 
@@ -56,6 +58,7 @@ class Settings:
     batch_size: int = 1
     device: str = "cpu"
     form: Form = "auto"
+    engine: Engine = "auto"
     threads: int = 1
 
 
@@ -111,7 +114,9 @@ def served_model(artifact: Path, work: Path, s: Settings) -> LoadedModel:
     blob = blobs.put_file(f"bench/{artifact.name}.tar", tar_path)
     record = ModelRecord(id=artifact.name, tenant_id="bench", source="compression", task="summarization",
                          blob_key=blob.key, sha256=blob.sha256)
-    return load_model(record, blobs, work / "cache", device=s.device, form=s.form)
+    engines = EngineSettings(s.engine, streams=1, cores=s.threads)
+    return load_model(record, blobs, work / "cache" / "serving", device=s.device, form=s.form,
+                      engines=engines)
 
 
 def reference_model(artifact: Path, served: LoadedModel) -> LoadedModel:
@@ -120,7 +125,7 @@ def reference_model(artifact: Path, served: LoadedModel) -> LoadedModel:
     model, _ = load(artifact, device=served.runtime.device)
     runtime = dataclasses.replace(served.runtime, form="fake_quantized", int8_layers=0,
                                   kernel="artifact.load (fp32, fake-quantized)")
-    return dataclasses.replace(served, model=model, runtime=runtime)
+    return dataclasses.replace(served, model=model, runtime=runtime, ct2=None)
 
 
 def generate_params(loaded: LoadedModel, s: Settings) -> GenerateParams:
@@ -222,7 +227,8 @@ def markdown(results: list[ArtifactResult], s: Settings, command: str) -> str:
     lines = ["# Served fast path vs reference path (issue 4)", "",
              f"Command: `{command}`", "",
              f"Greedy decoding, new tokens {s.min_new_tokens or 0}-{s.max_new_tokens}, "
-             f"batch size {s.batch_size}, {s.threads} torch thread(s), device {s.device}, form {s.form}; "
+             f"batch size {s.batch_size}, {s.threads} thread(s), device {s.device}, engine {s.engine}, "
+             f"form {s.form}; "
              f"validation {s.validation} "
              f"(first {s.max_val} records). Thresholds: identical >= {MIN_IDENTICAL_PERCENT:g}%, "
              f"|delta ROUGE-Lsum| <= {MAX_ROUGE_LSUM_DELTA:g}. `distinct`: different reference-path "
@@ -261,6 +267,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (as the app's setting)")
     p.add_argument("--form", choices=["auto", "int8", "fp16", "reference"], default="auto",
                    help="the served form (auto: the app's choice)")
+    p.add_argument("--engine", choices=["auto", "ctranslate2", "int8", "reference"], default="auto",
+                   help="the served engine (auto: the app's choice)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "faithfulness.json")
     return p.parse_args(argv)
@@ -270,7 +278,7 @@ def main(argv: list[str] | None = None) -> list[ArtifactResult]:
     args = parse_args(argv)
     s = Settings(validation=args.validation, max_val=args.max_val, max_new_tokens=args.max_new_tokens,
                  min_new_tokens=args.min_new_tokens, batch_size=args.batch_size, device=args.device,
-                 form=args.form, threads=args.threads)
+                 form=args.form, engine=args.engine, threads=args.threads)
     torch.set_num_threads(s.threads)
     records = read_records(s.validation, "document", "summary", param="--validation")[: s.max_val]
     documents, summaries = [r.source for r in records], [r.target for r in records]

@@ -1,4 +1,4 @@
-"""`python -m compression compress|finetune|evaluate|inspect`.
+"""`python -m compression compress|finetune|evaluate|export|inspect`.
 
 User errors (bad recipe, dataset or model directory) print one line naming the problem and exit
 with status 2, without a traceback.
@@ -110,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     evaluate.set_defaults(run=_evaluate)
 
+    export = commands.add_parser("export", help="write an artifact (or a teacher) for another engine")
+    export.add_argument("model_dir", type=Path, metavar="DIR")
+    export.add_argument("--format", choices=("ctranslate2",), default="ctranslate2")
+    export.add_argument("--out", type=Path, required=True, help="output directory (must not exist)")
+    export.add_argument("--quantization", choices=("int8", "float32", "float16"), default="int8",
+                        help="int8 keeps an artifact's stored codes and scales exactly")
+    export.set_defaults(run=_export)
+
     inspect = commands.add_parser("inspect", help="print an artifact's size table")
     inspect.add_argument("model_dir", type=Path, metavar="DIR")
     inspect.set_defaults(run=_inspect)
@@ -180,6 +188,18 @@ def _load_any(path: Path, device: str) -> tuple[Any, Any, dict[str, Any]]:
         return model, tokenizer, recipe
     model, tokenizer = load_teacher(TeacherSpec(path=str(path)), resolve_device(device))
     return model, tokenizer, {}
+
+
+def _export(args: argparse.Namespace) -> int:
+    if not (args.model_dir / "config.json").is_file():
+        raise UserInputError("DIR", f"{args.model_dir} is not a model directory (no config.json)")
+    if args.out.exists():
+        raise UserInputError("--out", f"{args.out} already exists")
+    from compression.ct2 import convert
+
+    info = convert(args.model_dir, args.out, quantization=args.quantization)
+    print(json.dumps({"output": str(args.out), **info}))
+    return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from compression.artifact import footprint, pack, write_report
 from compression.checkpoint import Checkpointer, read_metadata
+from compression.ct2 import FAITHFULNESS_RECORDS, faithfulness
 from compression.data import Record, ResumableLoader, Splits, load_splits, tokenize
 from compression.errors import Cancelled, RecipeError, UserInputError
 from compression.evaluate import TASK_METRIC, evaluate_model, generate, input_dependence
@@ -151,6 +152,11 @@ def compress(
             teacher_identity=identity,
         )
         report.update(footprint(teacher, tmp))
+        # The service's default engine, checked against the reference path before it serves it.
+        check = faithfulness(tmp, run.splits.validation[:FAITHFULNESS_RECORDS], recipe.task,
+                             recipe.evaluation, max_source_length=run.source_length(),
+                             tgt_lang=recipe.tgt_lang, threads=torch.get_num_threads())
+        report["engines"] = {"ctranslate2": check}
         write_report(tmp, report)
 
     _replace_dir(out_dir, write)

@@ -42,6 +42,8 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         registry=registry,
         device=settings.DEVICE,
         form=form,
+        engine=settings.SERVING_ENGINE,
+        faithfulness_budget=settings.SERVING_FAITHFULNESS_BUDGET,
     )
 
     @asynccontextmanager

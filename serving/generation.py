@@ -12,8 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
+from compression.ct2 import translate
 from serving.loading import LoadedModel
 from serving.schemas import GenerateParams
+
+# HF generate's length bound when neither the request nor the model sets one (max_length 20,
+# the decoder start token included).
+_HF_DEFAULT_NEW_TOKENS = 19
 
 
 class InputTooLong(Exception):
@@ -38,7 +43,7 @@ class Generated:
 
 def batch_key(loaded: LoadedModel, params: GenerateParams) -> Hashable:
     """Inputs share a generate call only with the same model and the same settings."""
-    return (loaded.record.id, id(loaded.model), params)
+    return (loaded.record.id, id(loaded), params)
 
 
 def encode(loaded: LoadedModel, texts: list[str], truncate: bool) -> list[tuple[int, ...]]:
@@ -68,6 +73,8 @@ def _pad(sequences: list[tuple[int, ...]], pad_id: int) -> tuple[torch.Tensor, t
 def run_batch(key: Hashable, items: list[GenerationItem]) -> list[Generated]:
     """One generate call for items that share a model and settings (see `batch_key`)."""
     loaded, params = items[0].loaded, items[0].params
+    if loaded.ct2 is not None:
+        return _run_ctranslate2(loaded, params, items)
     tokenizer, model = loaded.tokenizer, loaded.model
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else model.config.pad_token_id
     input_ids, attention_mask = _pad([item.input_ids for item in items], pad_id)
@@ -80,3 +87,22 @@ def run_batch(key: Hashable, items: list[GenerationItem]) -> list[Generated]:
     # Generated tokens: everything after the decoder start that is not padding.
     counts = (output[:, 1:] != pad_id).sum(dim=1).tolist()
     return [Generated(text=text.strip(), tokens=int(n)) for text, n in zip(texts, counts, strict=True)]
+
+
+def _run_ctranslate2(loaded: LoadedModel, params: GenerateParams,
+                     items: list[GenerationItem]) -> list[Generated]:
+    """The batch on the CTranslate2 translator, with HF generate's meaning of the lengths (a
+    `max_length` or `min_length` counts the decoder start token)."""
+    if params.max_new_tokens is not None:
+        most = params.max_new_tokens
+    else:
+        most = params.max_length - 1 if params.max_length is not None else _HF_DEFAULT_NEW_TOKENS
+    least = params.min_new_tokens
+    if least is None:
+        least = max(0, (params.min_length or 0) - 1)
+    decoded = translate(
+        loaded.ct2.translator, loaded.tokenizer, [item.input_ids for item in items], max_new_tokens=most,
+        min_new_tokens=least, num_beams=params.num_beams, length_penalty=params.length_penalty,
+        no_repeat_ngram_size=params.no_repeat_ngram_size, target_prefix=loaded.target_prefix,
+        forced_eos=loaded.ct2.info["decoding"]["forced_eos"])
+    return [Generated(text=d.text, tokens=d.tokens) for d in decoded]

@@ -19,9 +19,19 @@ from sqlalchemy.orm import Session
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from compression.artifact import QUANTIZATION_FILE, load
+from compression.errors import ModelError
 from compression.recipe import TeacherSpec
 from compression.runtime import Form, RuntimeInfo, model_bytes, optimize_for_inference, resolve_device
 from compression.teacher import load_teacher
+from serving.engines import (
+    Ct2Runtime,
+    Engine,
+    EngineChoice,
+    choose_engine,
+    converted,
+    fallback,
+    open_translator,
+)
 from store import catalog
 from store.blobs import BlobStore, sha256_file
 
@@ -49,7 +59,7 @@ class ModelRecord:
 @dataclass
 class LoadedModel:
     record: ModelRecord
-    model: PreTrainedModel
+    model: PreTrainedModel | None  # None where CTranslate2 serves it
     tokenizer: PreTrainedTokenizerBase
     runtime: RuntimeInfo
     max_source_length: int
@@ -57,6 +67,16 @@ class LoadedModel:
     bytes: int
     load_seconds: float
     extra_generate_kwargs: dict[str, Any] = field(default_factory=dict)
+    engine: EngineChoice | None = None
+    ct2: Ct2Runtime | None = None
+
+    @property
+    def target_prefix(self) -> str | None:
+        """The token HF generate forces first (mBART's target language, BART's forced BOS)."""
+        forced = self.extra_generate_kwargs.get("forced_bos_token_id")
+        if forced is not None:
+            return self.tokenizer.convert_ids_to_tokens(forced)
+        return self.ct2.info["decoding"]["target_prefix"] if self.ct2 else None
 
 
 def find_model(session: Session, *, tenant_id: str, model_id: str) -> ModelRecord | None:
@@ -106,11 +126,26 @@ def _model_folder(root: Path) -> Path:
     return candidates[0]
 
 
+@dataclass(frozen=True)
+class EngineSettings:
+    """How loaded models are served (DQB_SERVING_ENGINE, DQB_SERVING_FAITHFULNESS_BUDGET)."""
+
+    engine: Engine = "auto"
+    budget: float = 0.5
+    streams: int = 1  # batches run at once
+    cores: int = 0  # threads they share; 0: the engine's default
+
+
 def load_model(record: ModelRecord, blobs: BlobStore, cache_root: Path, *, device: str = "auto",
-               form: Form = "auto") -> LoadedModel:
+               form: Form = "auto", engines: EngineSettings | None = None) -> LoadedModel:
+    """The stored model, ready to generate on the engine the settings choose (serving.engines).
+    `form`: our own torch form, where that serves it. CTranslate2's form is cached in
+    `cache_root`'s sibling folder `ctranslate2`."""
     started = time.perf_counter()
+    engines = engines or EngineSettings()
     folder = unpack_artifact(blobs.path_of(record.blob_key), record.sha256, cache_root)
-    if (folder / QUANTIZATION_FILE).is_file():
+    packed = (folder / QUANTIZATION_FILE).is_file()
+    if packed:
         model, tokenizer = load(folder)
     else:
         # An uploaded or fine-tuned teacher: a plain HF directory, served in full precision so
@@ -118,19 +153,53 @@ def load_model(record: ModelRecord, blobs: BlobStore, cache_root: Path, *, devic
         model, tokenizer = load_teacher(TeacherSpec(path=str(folder)))
         # No quantized layers to run on int8 kernels: fp32 on the CPU, fp16 on CUDA.
         form = "fp16" if resolve_device(device).startswith("cuda") else "reference"
-    model, runtime = optimize_for_inference(model, device=device, form=form)
     recipe = _recipe(folder)
-    return LoadedModel(
+    loaded = LoadedModel(
         record=record,
         model=model,
         tokenizer=tokenizer,
-        runtime=runtime,
+        runtime=RuntimeInfo(resolve_device(device), "unloaded", 0, 0, "", 0),
         max_source_length=_max_source_length(model, recipe),
         generation_defaults=_generation_defaults(model, recipe),
-        bytes=model_bytes(model),
-        load_seconds=time.perf_counter() - started,
+        bytes=0,
+        load_seconds=0.0,
         extra_generate_kwargs=_language_kwargs(tokenizer, recipe),
+        engine=choose_engine(engines.engine, folder, packed=packed, budget=engines.budget),
     )
+    if loaded.engine.engine == "ctranslate2":
+        try:
+            _on_ctranslate2(loaded, folder, cache_root.parent / "ctranslate2", engines, packed)
+        except (ModelError, ValueError, RuntimeError) as exc:
+            if engines.engine != "auto":
+                raise ModelError("artifact", f"CTranslate2 cannot serve it: {exc}") from None
+            loaded.engine = fallback(loaded.engine, packed, exc)
+    if loaded.ct2 is None:
+        loaded.model, loaded.runtime = optimize_for_inference(model, device=device, form=_torch_form(
+            loaded.engine.engine, form))
+        loaded.bytes = model_bytes(loaded.model)
+    loaded.load_seconds = time.perf_counter() - started
+    return loaded
+
+
+def _torch_form(engine: str, form: Form) -> Form:
+    return "reference" if engine == "reference" else form
+
+
+def _on_ctranslate2(loaded: LoadedModel, folder: Path, cache: Path, engines: EngineSettings,
+                    packed: bool) -> None:
+    """Serve `loaded` from its CTranslate2 form (the torch model is dropped)."""
+    device = loaded.runtime.device
+    quantization = "int8" if packed else "float32"
+    model_dir = converted(folder, loaded.record.sha256, cache, quantization)
+    ct2 = open_translator(model_dir, device=device, packed=packed, streams=engines.streams,
+                          cores=engines.cores)
+    threads = max(1, engines.cores // engines.streams) if engines.cores else 0
+    loaded.ct2, loaded.model, loaded.bytes = ct2, None, ct2.bytes
+    loaded.runtime = RuntimeInfo(
+        device=device, form=f"ctranslate2_{ct2.compute_type}", int8_layers=ct2.info["exact_int8_weights"],
+        float_layers=0, threads=threads,
+        kernel=f"ctranslate2 {ct2.info['ctranslate2_version']} {ct2.compute_type}: {engines.streams} "
+               f"batch(es) at once x {threads or 'default'} thread(s)")
 
 
 def _recipe(folder: Path) -> dict[str, Any]:

@@ -142,6 +142,8 @@ async def info(model_id: str, request: Request, key: ApiKey) -> dict[str, Any]:
     return {
         "id": model_id,
         "task": loaded.record.task,
+        "engine": {"name": loaded.engine.engine, "reason": loaded.engine.reason,
+                   "faithfulness": loaded.engine.faithfulness} if loaded.engine else None,
         "runtime": loaded.runtime.to_dict(),
         "memory_bytes": loaded.bytes,
         "load_seconds": round(loaded.load_seconds, 3),

@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from compression.runtime import Form, resolve_device
 from serving.batcher import Arrival, Batcher, BatchLimits, Timing
 from serving.cache import Loaded, ModelCache
+from serving.engines import DEFAULT_BUDGET, Engine
 from serving.generation import Generated, GenerationItem, batch_key, encode, run_batch
-from serving.loading import LoadedModel, ModelRecord, find_model, load_model
+from serving.loading import EngineSettings, LoadedModel, ModelRecord, find_model, load_model
 from serving.metrics import ServingMetrics
 from serving.schemas import GenerateParams, GenerationParameters, resolve_params
 from store import tenants
@@ -58,7 +59,8 @@ def stream_threads(cores: int, streams: int) -> int:
 class InferenceService:
     def __init__(self, *, sessions: sessionmaker[Session], blobs: BlobStore, cache_root: Path,
                  limits: BatchLimits, cache_budget_bytes: int, registry: CollectorRegistry,
-                 device: str = "auto", form: Form = "auto") -> None:
+                 device: str = "auto", form: Form = "auto", engine: Engine = "auto",
+                 faithfulness_budget: float = DEFAULT_BUDGET) -> None:
         self.sessions = sessions
         self.blobs = blobs
         self.cache_root = cache_root
@@ -73,6 +75,8 @@ class InferenceService:
         # The torch threads this process was given (OMP_NUM_THREADS, else every core), shared by
         # the streams.
         self._cpu_cores = torch.get_num_threads() if resolve_device(device) == "cpu" else 0
+        self.engines = EngineSettings(engine, faithfulness_budget, streams=limits.streams,
+                                      cores=self._cpu_cores)
         self._records: dict[str, ModelRecord] = {}
         self._lookups: dict[tuple[str, str], tuple[float, ModelRecord]] = {}
         self._lookups_in_flight: dict[tuple[str, str], asyncio.Future[ModelRecord | None]] = {}
@@ -148,7 +152,7 @@ class InferenceService:
 
     def _load(self, model_id: str) -> Loaded[LoadedModel]:
         loaded = load_model(self._records[model_id], self.blobs, self.cache_root, device=self.device,
-                            form=self.form)
+                            form=self.form, engines=self.engines)
         return Loaded(loaded, loaded.bytes)
 
     def _loaded(self, key: str, loaded: Loaded[LoadedModel]) -> None:

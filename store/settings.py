@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,11 @@ class Settings(BaseSettings):
     # Batches that run at once; 0: one per core on a CPU host (each on its share of the torch
     # threads), 1 on a GPU.
     SERVING_STREAMS: int = 0
+    # The inference engine (serving/engines.py): auto = CTranslate2 where it loads the model and
+    # its packing-time check lost at most SERVING_FAITHFULNESS_BUDGET task-metric points (ROUGE-Lsum
+    # or BLEU), else our own int8 form; or ctranslate2 | int8 | reference for every model.
+    SERVING_ENGINE: Literal["auto", "ctranslate2", "int8", "reference"] = "auto"
+    SERVING_FAITHFULNESS_BUDGET: float = 0.5
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
 from api.downloads import blob_download
 from api.errors import not_found
+from api.exports import ctranslate2_export
 from api.ingest import ingest_model
 from api.schemas import (
     ERROR_RESPONSES,
@@ -25,6 +26,9 @@ from store import catalog
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERROR_RESPONSES)
 TAR = {"content": {"application/x-tar": {}}}
+DownloadFormat = Literal["artifact", "ctranslate2"]
+_FORMATS = ("artifact: the packed model as stored; ctranslate2: a folder that ctranslate2.Translator "
+            "loads as is, with the tokenizer files (docs/ctranslate2.md)")
 
 
 @router.post("", status_code=201, response_model=ModelObject,
@@ -59,6 +63,8 @@ def get_model(model_id: str, tenant: TenantDep, session: SessionDep) -> ModelObj
 @router.get("/{model_id}/download", response_class=Response,
             responses={200: TAR, 206: TAR, 416: {"model": ErrorResponse}})
 def download_model(model_id: str, tenant: TenantDep, session: SessionDep, blobs: BlobsDep,
+                   settings: SettingsDep,
+                   format: Annotated[DownloadFormat, Query(description=_FORMATS)] = "artifact",
                    range: Annotated[str | None, Header()] = None,
                    if_range: Annotated[str | None, Header()] = None,
                    if_none_match: Annotated[str | None, Header()] = None) -> Response:
@@ -66,6 +72,11 @@ def download_model(model_id: str, tenant: TenantDep, session: SessionDep, blobs:
     artifact = model and catalog.get_artifact(session, tenant_id=tenant.id, artifact_id=model.artifact_id)
     if model is None or artifact is None:
         raise not_found("model", model_id)
+    if format == "ctranslate2":
+        export = ctranslate2_export(settings, blobs, artifact_key=artifact.path, sha256=artifact.sha256)
+        return blob_download(export.blobs, key=export.key, sha256=export.sha256,
+                             filename=f"{model.id}-ctranslate2.tar", media_type="application/x-tar",
+                             range_header=range, if_range=if_range, if_none_match=if_none_match)
     return blob_download(blobs, key=artifact.path, sha256=artifact.sha256, filename=f"{model.id}.tar",
                          media_type="application/x-tar", range_header=range, if_range=if_range,
                          if_none_match=if_none_match)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+from pathlib import Path
 
+import ctranslate2
 import pytest
 from fastapi.testclient import TestClient
+from transformers import AutoTokenizer
 
 from api.downloads import ByteRange, parse_range
 from api.errors import ApiError
@@ -30,6 +33,21 @@ def test_download_is_a_plain_tar_matching_its_checksum(client: TestClient, auth:
     with tarfile.open(fileobj=io.BytesIO(response.content)) as tf:
         names = tf.getnames()
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(names)
+
+
+def test_the_ctranslate2_download_loads_in_plain_ctranslate2(client: TestClient, auth: Headers, model: dict,
+                                                            tmp_path: Path) -> None:
+    response = client.get(f"/v1/models/{model['id']}/download?format=ctranslate2", headers=auth)
+    assert response.status_code == 200, response.text
+    assert hashlib.sha256(response.content).hexdigest() == response.headers["X-Checksum-SHA256"]
+    with tarfile.open(fileobj=io.BytesIO(response.content)) as tf:
+        tf.extractall(tmp_path, filter="data")
+    translator = ctranslate2.Translator(str(tmp_path))
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    source = tokenizer.convert_ids_to_tokens(tokenizer("a tool to resize images")["input_ids"])
+    assert translator.translate_batch([source], max_decoding_length=4)[0].hypotheses[0]
+    again = client.get(f"/v1/models/{model['id']}/download?format=ctranslate2", headers=auth)
+    assert again.content == response.content
 
 
 def test_range_request_returns_206_with_that_slice(client: TestClient, auth: Headers, model: dict) -> None:

@@ -25,9 +25,9 @@ def artifact(tiny_teacher_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     return pack_student(teacher, tmp_path_factory.mktemp("faithful") / "dq_8-8-8_2-1", bits=8)
 
 
-def _run(artifact: Path, validation: Path, out: Path, form: str) -> dict:
+def _run(artifact: Path, validation: Path, out: Path, form: str, engine: str = "int8") -> dict:
     main([str(artifact), "--validation", str(validation), "--max-val", str(RECORDS), "--max-new-tokens", "16",
-          "--min-new-tokens", "8", "--form", form, "--out", str(out)])
+          "--min-new-tokens", "8", "--form", form, "--engine", engine, "--out", str(out)])
     report = json.loads(out.read_text())
     assert out.with_suffix(".md").read_text().count("| dq_8-8-8_2-1 |") == 1
     [row] = report["artifacts"]
@@ -58,3 +58,14 @@ def test_reference_form_is_identical_and_int8_form_is_a_real_comparison(
     # The int8 form rounds exactly as the reference does.
     assert measured["identical_percent"] == 100.0, measured["mismatches"]
     assert measured["passed"]
+
+
+def test_the_ctranslate2_engine_is_measured_against_the_reference_path(
+        artifact: Path, sample_records: list[dict[str, str]], tmp_path: Path) -> None:
+    validation = write_jsonl(tmp_path / "validation.jsonl", sample_records[-RECORDS:])
+    row = _run(artifact, validation, tmp_path / "ct2.json", "auto", engine="auto")
+    assert row["runtime"]["form"] == "ctranslate2_int8" and row["runtime"]["int8_layers"] > 0
+    measured = row["agreement"]
+    assert measured["identical"] == RECORDS - len(measured["mismatches"])
+    assert measured["rouge_lsum_delta"] == pytest.approx(
+        measured["rouge_fast"]["rougeLsum"] - measured["rouge_reference"]["rougeLsum"])

@@ -85,6 +85,9 @@ def test_compress_writes_the_artifact_and_load_reproduces_the_student(
     )
     assert report["layer_map"] == {"encoder": [1], "decoder": [1]} and report["training_steps"] == 4
     assert report["compression_ratio"] > 1 and report["latency"]["student_seconds"] > 0
+    check = report["engines"]["ctranslate2"]
+    assert check["available"] and check["metric"] == "rougeLsum" and 0 <= check["identical_percent"] <= 100
+    assert check["metric_loss"] == pytest.approx(check["reference"] - check["ctranslate2"])
     model, tokenizer = compression.load(result.artifact_dir)
     spec = EvaluationSpec(num_beams=1, max_length=8, min_length=3)
     sources = [example["source"] for example in report["examples"]]

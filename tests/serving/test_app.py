@@ -78,7 +78,7 @@ def test_an_uploaded_teacher_is_served_in_full_precision(app: FastAPI, serving_s
     response = call(app, lambda c: post(c, model, ["first text", "second text"]))
     assert response.status_code == 200, response.text
     info = call(app, lambda c: c.get(f"/v1/models/{model.id}/info", headers=model.headers))
-    assert info.json()["runtime"]["form"] == "reference"
+    assert info.json()["runtime"]["form"] == "ctranslate2_float32"
 
 
 def test_a_model_of_another_task_is_refused(app: FastAPI, stored_model: Any) -> None:
@@ -185,7 +185,8 @@ def test_info_reports_the_runtime_chosen_on_load(app: FastAPI, stored_model: Any
     response = call(app, lambda c: c.get(f"/v1/models/{model.id}/info", headers=model.headers))
     assert response.status_code == 200
     runtime = response.json()["runtime"]
-    assert runtime["form"] == "int8_dynamic" and runtime["int8_layers"] > 0
+    assert runtime["form"] == "ctranslate2_int8" and runtime["int8_layers"] > 0
+    assert response.json()["engine"]["name"] == "ctranslate2"
     assert response.json()["batching"]["streams"] == app.state.serving.batcher.limits.streams
 
 
