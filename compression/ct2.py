@@ -283,13 +283,13 @@ def faithfulness(artifact: Path, records: Sequence[Record], task: str, spec: Eva
     sources, targets = [r.source for r in records], [r.target for r in records]
     forced = tokenizer.convert_tokens_to_ids(tgt_lang) if tgt_lang else None
     greedy = spec.model_copy(update={"num_beams": 1})
-    reference = generate(model, tokenizer, sources, greedy, max_source_length=max_source_length,
-                         forced_bos_token_id=forced)
     with tempfile.TemporaryDirectory(prefix="ct2-check-") as work:
         try:
             info = convert(artifact, work)
         except ModelError as exc:
             return {"available": False, "reason": exc.message}
+        reference = generate(model, tokenizer, sources, greedy, max_source_length=max_source_length,
+                             forced_bos_token_id=forced)
         translator = ctranslate2.Translator(work, device="cpu", compute_type="int8", intra_threads=threads)
         limit = min(max_source_length, model.config.max_position_embeddings)
         ids = tokenizer(sources, max_length=limit, truncation=True)["input_ids"]

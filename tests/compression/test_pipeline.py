@@ -216,3 +216,13 @@ def test_sequence_level_distillation_trains_on_cached_teacher_outputs(
     compress(recipe, tmp_path / "out", device="cpu", progress=events)
     cached = list((tmp_path / "cache" / "sequence-targets").glob("*.jsonl"))
     assert len(cached) == 1 and any("teacher outputs" in (e.message or "") for e in events.events)
+
+
+def test_a_group_scaled_student_is_packed_with_the_engine_check_unavailable(
+    tiny_teacher_dir: Path, data_files: dict[str, str], tmp_path: Path
+) -> None:
+    quantization = {"weight_bits": 2, "embedding_bits": 2, "granularity": "per_group", "group_size": 16}
+    result = compress(_recipe(tiny_teacher_dir, data_files, quantization=quantization), tmp_path / "out",
+                      device="cpu")
+    assert result.report["engines"]["ctranslate2"]["available"] is False
+    assert "per_group" in result.report["engines"]["ctranslate2"]["reason"]
