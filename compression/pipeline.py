@@ -16,6 +16,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from compression.artifact import footprint, pack, write_report
+from compression.cache import cache_root, digest, read_json, write_json
 from compression.checkpoint import Checkpointer, read_metadata
 from compression.ct2 import FAITHFULNESS_RECORDS, faithfulness
 from compression.data import Record, ResumableLoader, Splits, load_splits, tokenize
@@ -78,19 +79,47 @@ class _Run:
             bucket_by_length=spec.length_bucketing,
         )
 
-    def evaluate(self, model: PreTrainedModel) -> dict[str, float]:
+    def evaluate(self, model: PreTrainedModel, records: Sequence[Record] | None = None) -> dict[str, float]:
+        """Scores on `records` (default: the whole validation split)."""
         return evaluate_model(
             model,
             self.tokenizer,
-            self.splits.validation,
+            self.splits.validation if records is None else records,
             self.recipe.task,
             self.recipe.evaluation,
             forced_bos_token_id=self.forced_bos_token_id(),
             max_source_length=self.source_length(),
         )
 
+    def selection_records(self) -> list[Record]:
+        """The validation records that pick the best state during training."""
+        return self.splits.validation[: self.recipe.evaluation.selection_samples]
+
+    def selects_on_a_subset(self) -> bool:
+        return len(self.selection_records()) < len(self.splits.validation)
+
     def validation(self) -> Validation:
-        return Validation(self.evaluate, TASK_METRIC[self.recipe.task])
+        return Validation(lambda model: self.evaluate(model, self.selection_records()),
+                          TASK_METRIC[self.recipe.task])
+
+    def final_scores(self, model: PreTrainedModel, best: dict[str, float]) -> dict[str, float]:
+        """The best state's scores on the whole split (`best` already holds them unless training
+        selected on a subset)."""
+        return best if best and not self.selects_on_a_subset() else self.evaluate(model)
+
+    def teacher_scores(self, teacher: PreTrainedModel) -> dict[str, float]:
+        """The teacher's scores, computed once per (weights, split, settings) across runs."""
+        records = self.splits.validation
+        settings = {"task": self.recipe.task, "evaluation": self.recipe.evaluation.model_dump(),
+                    "max_source_length": self.source_length(), "forced_bos": self.forced_bos_token_id()}
+        texts = [text for r in records for text in (r.source, r.target)]
+        path = cache_root() / "teacher-scores" / f"{digest(teacher, texts, settings)}.json"
+        cached = read_json(path)
+        if isinstance(cached, dict):
+            return cached
+        scores = self.evaluate(teacher)
+        write_json(path, scores)
+        return scores
 
     def forced_bos_token_id(self) -> int | None:
         # mBART starts its output with the target language code.
@@ -123,8 +152,8 @@ def compress(
     student, layer_map, trained = _distill(run, teacher, teacher_dir)
 
     run.stage("evaluating", f"scoring teacher and student on {len(run.splits.validation)} validation records")
-    teacher_metrics = run.evaluate(teacher)
-    student_metrics = trained.best_metrics or run.evaluate(student)
+    teacher_metrics = run.teacher_scores(teacher)
+    student_metrics = run.final_scores(student, trained.best_metrics)
     latency = _latency({"teacher": teacher, "student": student}, run)
     examples = _examples({"teacher": teacher, "student": student}, run)
 
@@ -193,7 +222,7 @@ def finetune(
         progress=run.progress,
     )
     run.stage("evaluating", "scoring the teacher")
-    metrics = result.best_metrics or run.evaluate(teacher)
+    metrics = run.final_scores(teacher, result.best_metrics)
     report = {
         "task": recipe.task,
         "metrics": metrics,
@@ -299,7 +328,7 @@ def _teacher_validation(run: _Run, spec: TrainingSpec) -> Validation:
     learning curve of a teacher trained from scratch needs all three."""
 
     def scores(model: PreTrainedModel) -> dict[str, float]:
-        return run.evaluate(model) | (_input_check(run, model, spec) or {})
+        return run.evaluate(model, run.selection_records()) | (_input_check(run, model, spec) or {})
 
     return Validation(scores, TASK_METRIC[run.recipe.task])
 

@@ -194,6 +194,9 @@ class EvaluationSpec(_Strict):
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = Field(0, ge=0)
     batch_size: int = Field(32, ge=1)
+    # The first N validation records pick the best state during training (cheaper evaluations);
+    # the final scores always use the whole split. None: the whole split for both.
+    selection_samples: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _lengths(self) -> EvaluationSpec:

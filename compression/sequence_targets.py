@@ -8,38 +8,18 @@ appends to a partial file chunk by chunk: a stopped run continues where it stopp
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from compression.cache import cache_root, digest
 from compression.data import Record
 from compression.evaluate import generate
 from compression.recipe import EvaluationSpec
 
 CHUNK = 1024  # sources per appended chunk (and per progress report)
-
-
-def cache_dir() -> Path:
-    """$DQB_CACHE_DIR, else the XDG user cache: outside any run, shared by every student."""
-    base = os.environ.get("DQB_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    root = Path(base) if os.environ.get("DQB_CACHE_DIR") else Path(base) / "dqbart"
-    return root / "sequence-targets"
-
-
-def targets_key(teacher: PreTrainedModel, sources: Sequence[str], settings: dict[str, object]) -> str:
-    """A digest of what decides the outputs: the teacher's weights, the sources, the settings."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for name, tensor in sorted(teacher.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    for source in sources:
-        digest.update(source.encode() + b"\0")
-    return digest.hexdigest()[:24]
 
 
 def teacher_targets(
@@ -56,8 +36,8 @@ def teacher_targets(
     """The teacher's output for every source, from the cache or generated (and cached) now."""
     settings = {"generation": spec.model_dump(), "max_source_length": max_source_length,
                 "forced_bos_token_id": forced_bos_token_id}
-    folder = cache or cache_dir()
-    done_file = folder / f"{targets_key(teacher, sources, settings)}.jsonl"
+    folder = cache or cache_root() / "sequence-targets"
+    done_file = folder / f"{digest(teacher, sources, settings)}.jsonl"
     if done_file.is_file():
         return _read(done_file)
     folder.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,12 @@ from tests.tiny import SAMPLE_DIR, make_tiny_teacher
 
 # Tiny models gain nothing from a second thread, and on busy 2-core machines it costs ~10x.
 torch.set_num_threads(1)
+
+# The library's user cache (teacher outputs and scores) of this test run, and of every server
+# and worker process it starts: never the user's own ~/.cache/dqbart.
+_CACHE = tempfile.mkdtemp(prefix="dqbart-test-cache-")
+os.environ["DQB_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,9 @@ import pytest
 
 import compression
 from compression.checkpoint import latest_checkpoint
+from compression.data import read_records
 from compression.errors import Cancelled, DatasetError
-from compression.evaluate import generate
+from compression.evaluate import evaluate_model, generate
 from compression.pipeline import compress, finetune
 from compression.progress import ProgressEvent
 from compression.recipe import EvaluationSpec, Recipe
@@ -226,3 +227,26 @@ def test_a_group_scaled_student_is_packed_with_the_engine_check_unavailable(
                       device="cpu")
     assert result.report["engines"]["ctranslate2"]["available"] is False
     assert "per_group" in result.report["engines"]["ctranslate2"]["reason"]
+
+
+def test_teacher_scores_are_computed_once_per_teacher_split_and_settings(
+    tiny_teacher_dir: Path, data_files: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DQB_CACHE_DIR", str(tmp_path / "cache"))
+    compress(_recipe(tiny_teacher_dir, data_files, method="ptq"), tmp_path / "a", device="cpu")
+    [cached] = (tmp_path / "cache" / "teacher-scores").glob("*.json")
+    cached.write_text(json.dumps({"rougeLsum": 12.5}))  # a second run reads the cache, not the model
+    result = compress(_recipe(tiny_teacher_dir, data_files, method="ptq"), tmp_path / "b", device="cpu")
+    assert result.report["teacher_metrics"] == {"rougeLsum": 12.5}
+
+
+def test_a_selection_subset_picks_the_state_and_the_whole_split_scores_it(
+    tiny_teacher_dir: Path, data_files: dict[str, str], tmp_path: Path
+) -> None:
+    evaluation = {"num_beams": 1, "max_length": 8, "min_length": 3, "batch_size": 8, "selection_samples": 2}
+    recipe = _recipe(tiny_teacher_dir, data_files, evaluation=evaluation)
+    result = compress(recipe, tmp_path / "out", device="cpu")
+    model, tokenizer = compression.load(tmp_path / "out")
+    records = read_records(data_files["validation"], "document", "summary")
+    whole = evaluate_model(model, tokenizer, records, "summarization", recipe.evaluation, max_source_length=32)
+    assert len(records) == 6 and result.report["student_metrics"] == pytest.approx(whole)

@@ -9,10 +9,11 @@ import pytest
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from compression import sequence_targets
+from compression.cache import digest
 from compression.data import Record
 from compression.evaluate import generate
 from compression.recipe import EvaluationSpec
-from compression.sequence_targets import targets_key, teacher_targets, with_teacher_targets
+from compression.sequence_targets import teacher_targets, with_teacher_targets
 
 SPEC = EvaluationSpec(num_beams=1, max_length=6, batch_size=4)
 
@@ -47,7 +48,7 @@ def test_a_stopped_generation_continues_from_its_partial_file(
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_teacher_dir))
     sources = ["one", "two", "three"]
     settings = {"generation": SPEC.model_dump(), "max_source_length": 32, "forced_bos_token_id": None}
-    partial = tmp_path / f"{targets_key(teacher, sources, settings)}.partial"
+    partial = tmp_path / f"{digest(teacher, sources, settings)}.partial"
     partial.write_text(json.dumps("kept 1") + "\n" + json.dumps("kept 2") + "\n")
     chunks: list[tuple[int, int]] = []
     outputs = teacher_targets(teacher, tokenizer, sources, SPEC, max_source_length=32, cache=tmp_path,
