@@ -248,5 +248,6 @@ def test_a_selection_subset_picks_the_state_and_the_whole_split_scores_it(
     result = compress(recipe, tmp_path / "out", device="cpu")
     model, tokenizer = compression.load(tmp_path / "out")
     records = read_records(data_files["validation"], "document", "summary")
-    whole = evaluate_model(model, tokenizer, records, "summarization", recipe.evaluation, max_source_length=32)
+    spec = recipe.evaluation
+    whole = evaluate_model(model, tokenizer, records, "summarization", spec, max_source_length=32)
     assert len(records) == 6 and result.report["student_metrics"] == pytest.approx(whole)
