@@ -2,7 +2,8 @@
 
 Rows: the fp32 teacher, then for each configuration `method:bits:layers[:options]`
 (method dq | ptq | qat_only | distill_only; bits W-E-A such as 8-8-8, or fp32; layers enc-dec
-such as 6-3; options per_tensor | no_mask | lsq) one compression run through the library
+such as 6-3; options from OPTIONS, comma-separated; `@N` runs N seeds and reports their mean and
+standard deviation) one compression run through the library
 (compression.compress, not the service). Writes quality.md, quality.json and quality.png
 (model size against ROUGE-Lsum, Pareto front marked) into --out. Each finished row is kept in
 rows.jsonl, so an interrupted run resumes where it stopped.
@@ -16,9 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +34,21 @@ from compression.pipeline import compress, finetune
 REPO = Path(__file__).resolve().parent.parent
 
 SAMPLE_DIR = REPO / "data" / "debian-desc-sample"
-OPTIONS = {
-    "per_tensor": ("quantization", "granularity", "per_tensor"),
-    "no_mask": ("distillation", "mask_padding", False),
-    "lsq": ("quantization", "learned_scale", True),
+# Named recipe changes a row can carry (`dq:2-2-8:6-3:kl,norm`); each is merged into the row's recipe.
+OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
+    "per_tensor": {"quantization": {"granularity": "per_tensor"}},
+    "g64": {"quantization": {"granularity": "per_group", "group_size": 64}},
+    "g128": {"quantization": {"granularity": "per_group", "group_size": 128}},
+    "lsq": {"quantization": {"learned_scale": True}},
+    "no_mask": {"distillation": {"mask_padding": False}},
+    "kl": {"distillation": {"logits_loss": "kl", "temperature": 1.0}},
+    "kl_t2": {"distillation": {"logits_loss": "kl", "temperature": 2.0}},
+    "norm": {"distillation": {"normalize": True}},
+    "logits_only": {"distillation": {"hidden": 0.0, "attention": 0.0}},
+    "no_attn": {"distillation": {"attention": 0.0}},
+    "weighted": {"distillation": {"task": 1.0, "logits": 0.8, "hidden": 3.0}},  # the paper's --weighted
+    "seq": {"distillation": {"sequence_level": "replace"}},
+    "seq_mix": {"distillation": {"sequence_level": "mix"}},
 }
 LAYER_PLANS = ("6-6", "6-3", "3-1")
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
@@ -52,10 +65,14 @@ class Config:
     bits: str  # "W-E-A" or "fp32"
     layers: str  # "enc-dec"
     options: tuple[str, ...] = ()
+    seeds: int = 1  # runs with seeds base, base+1, ... (`dq:2-2-8:6-3@3`)
 
     @classmethod
     def parse(cls, text: str) -> Config:
-        parts = text.strip().split(":")
+        text, _, count = text.strip().partition("@")
+        if count and not (count.isdigit() and int(count) >= 1):
+            raise argparse.ArgumentTypeError(f"config {text!r}: '@{count}' must be a number of seeds >= 1")
+        parts = text.split(":")
         if len(parts) < 3 or parts[0] not in ("dq", "ptq", "qat_only", "distill_only"):
             raise argparse.ArgumentTypeError(f"config {text!r}: expected method:bits:layers[:options]")
         options = tuple(o for o in parts[3].split(",") if o) if len(parts) > 3 else ()
@@ -64,7 +81,7 @@ class Config:
             known = ", ".join(OPTIONS)
             raise argparse.ArgumentTypeError(f"config {text!r}: unknown options {unknown}; known: {known}")
         bits = "fp32" if parts[0] == "distill_only" else parts[1]
-        return cls(parts[0], bits, parts[2], options)
+        return cls(parts[0], bits, parts[2], options, int(count or 1))
 
     @property
     def name(self) -> str:
@@ -82,8 +99,7 @@ class Config:
             "distillation": {"mask_padding": True},
         }
         for option in self.options:
-            section, key, value = OPTIONS[option]
-            fields[section][key] = value
+            fields = merge(fields, OPTIONS[option])
         return fields
 
 
@@ -116,7 +132,10 @@ class BenchSettings:
     max_target_length: int = 32
     num_beams: int = 2
     eval_max_length: int = 32
-    seed: int = 28
+    seed: int = 28  # the first seed of every row
+    eval_every: int | None = None  # validation during training (the learning curve); None: at the end
+    selection_samples: int | None = None  # validation records scored during training
+    warmup_ratio: float = 0.05
     artifacts: Path | None = None  # where packed artifacts are kept (e.g. for bench/faithfulness.py)
 
 
@@ -133,6 +152,9 @@ class RowResult:
     seconds: float
     teacher_metrics: dict[str, float] = field(default_factory=dict)
     teacher_bytes: int = 0
+    seeds: list[int] = field(default_factory=list)  # one per run; several in a row of means
+    std: dict[str, float] = field(default_factory=dict)  # across seeds, in a row of means
+    curve: list[dict[str, float]] = field(default_factory=list)  # validation scores by step
 
 
 def base_recipe(s: BenchSettings) -> dict[str, Any]:
@@ -143,9 +165,10 @@ def base_recipe(s: BenchSettings) -> dict[str, Any]:
                     "max_validation_samples": s.max_val},
         "training": {"max_steps": s.steps, "lr": s.lr, "batch_size": s.batch_size, "seed": s.seed,
                      "max_source_length": s.max_source_length, "max_target_length": s.max_target_length,
-                     "warmup_ratio": 0.05, "eval_every": s.steps, "checkpoint_every": s.steps,
-                     "log_every": 25},
-        "evaluation": {"num_beams": s.num_beams, "max_length": s.eval_max_length, "batch_size": 50},
+                     "warmup_ratio": s.warmup_ratio, "eval_every": s.eval_every or s.steps,
+                     "checkpoint_every": s.eval_every or s.steps, "log_every": 25},
+        "evaluation": {"num_beams": s.num_beams, "max_length": s.eval_max_length, "batch_size": 50,
+                       "selection_samples": s.selection_samples},
     }
 
 
@@ -160,12 +183,33 @@ def _metrics(raw: dict[str, Any]) -> dict[str, float]:
     return {k.removeprefix("eval/"): float(v) for k, v in raw.items() if isinstance(v, int | float)}
 
 
-def run_config(config: Config, s: BenchSettings) -> RowResult:
-    recipe = Recipe.from_dict(merge(base_recipe(s), config.recipe_fields()))
-    run_dir = s.out / "runs" / config.name.replace(":", "_").replace(",", "+")
+def run_name(config: Config, seed: int, s: BenchSettings) -> str:
+    """A run's name: the config's, and the seed where it is not the first."""
+    return config.name if seed == s.seed else f"{config.name}@{seed}"
+
+
+class CurveRecorder:
+    """Validation scores by step, from the training's progress events."""
+
+    def __init__(self) -> None:
+        self.curve: list[dict[str, float]] = []
+
+    def __call__(self, event: ProgressEvent) -> bool:
+        scores = {k.removeprefix("eval/"): v for k, v in event.metrics.items() if k.startswith("eval/")}
+        if scores:
+            self.curve.append({"step": event.step, **scores})
+        return False
+
+
+def run_config(config: Config, s: BenchSettings, seed: int) -> RowResult:
+    fields = merge(config.recipe_fields(), {"training": {"seed": seed}})
+    recipe = Recipe.from_dict(merge(base_recipe(s), fields))
+    folder = run_name(config, seed, s).replace(":", "_").replace(",", "+").replace("@", "_s")
+    run_dir = s.out / "runs" / folder
     shutil.rmtree(run_dir, ignore_errors=True)
-    start = time.perf_counter()
-    result = compress(recipe, run_dir / "artifact", device="cpu", checkpoint_dir=run_dir / "checkpoints")
+    start, recorder = time.perf_counter(), CurveRecorder()
+    result = compress(recipe, run_dir / "artifact", device="cpu", checkpoint_dir=run_dir / "checkpoints",
+                      progress=recorder)
     seconds = time.perf_counter() - start
     report = result.report
     # Keep the report, not the weights: the outputs folder is meant to be committed.
@@ -177,10 +221,12 @@ def run_config(config: Config, s: BenchSettings) -> RowResult:
         shutil.move(result.artifact_dir, kept)
     for scratch in ("artifact", "checkpoints"):
         shutil.rmtree(run_dir / scratch, ignore_errors=True)
-    return RowResult(config.name, config.method, config.bits, config.layers, list(config.options),
+    return RowResult(run_name(config, seed, s), config.method, config.bits, config.layers,
+                     list(config.options),
                      _metrics(report["student_metrics"]), int(report["student_bytes"]),
                      float(report["compression_ratio"]), round(seconds, 1),
-                     _metrics(report["teacher_metrics"]), int(report["teacher_bytes"]))
+                     _metrics(report["teacher_metrics"]), int(report["teacher_bytes"]), [seed],
+                     curve=recorder.curve)
 
 
 def load_done(path: Path) -> dict[str, RowResult]:
@@ -194,13 +240,15 @@ def run_all(configs: list[Config], s: BenchSettings, command: str, check: InputD
     done_path = s.out / "rows.jsonl"
     done = load_done(done_path)
     rows = []
-    for index, config in enumerate(configs, start=1):
-        if config.name in done:
-            print(f"[{index}/{len(configs)}] {config.name}: already measured, kept")
-            rows.append(done[config.name])
+    runs = [(config, s.seed + n) for config in configs for n in range(config.seeds)]
+    for index, (config, seed) in enumerate(runs, start=1):
+        name = run_name(config, seed, s)
+        if name in done:
+            print(f"[{index}/{len(runs)}] {name}: already measured, kept")
+            rows.append(done[name])
             continue
-        print(f"[{index}/{len(configs)}] {config.name} ...", flush=True)
-        row = run_config(config, s)
+        print(f"[{index}/{len(runs)}] {name} ...", flush=True)
+        row = run_config(config, s, seed)
         with done_path.open("a") as f:
             f.write(json.dumps(asdict(row)) + "\n")
         print(f"    rougeLsum {row.metrics.get('rougeLsum', float('nan')):.2f}  bytes {row.bytes:,}  "
@@ -234,6 +282,31 @@ def _print_progress(event: ProgressEvent) -> None:
     if event.kind == "stage" or any(k.startswith("eval/") for k in event.metrics):
         print(f"  [{event.stage}] step {event.step}/{event.total_steps} {event.message} {event.metrics}",
               flush=True)
+
+
+def config_name(row: RowResult) -> str:
+    return row.name.split("@", 1)[0]
+
+
+def means(rows: list[RowResult]) -> list[RowResult]:
+    """One row per config: the mean of its seeds' scores, their standard deviation (n-1) in `std`."""
+    groups: dict[str, list[RowResult]] = {}
+    for row in rows:
+        groups.setdefault(config_name(row), []).append(row)
+    return [_mean_row(name, group) for name, group in groups.items()]
+
+
+def _mean_row(name: str, group: list[RowResult]) -> RowResult:
+    first = group[0]
+    keys = set.intersection(*(set(r.metrics) for r in group))
+    mean = {k: statistics.fmean(r.metrics[k] for r in group) for k in keys}
+    std = {k: statistics.stdev(r.metrics[k] for r in group) for k in keys} if len(group) > 1 else {}
+    return replace(first, name=name, metrics=mean, std=std, seeds=[s for r in group for s in r.seeds],
+                   seconds=sum(r.seconds for r in group), curve=[])
+
+
+def spread(row: RowResult) -> float:
+    return row.std.get("rougeLsum", 0.0)
 
 
 def teacher_result(rows: list[RowResult]) -> RowResult:
@@ -284,13 +357,20 @@ def target_checks(teacher: RowResult, rows: list[RowResult]) -> list[str]:
         if not present:
             continue
         lsum = row.metrics.get("rougeLsum", 0.0)
-        # "beats" is strict: a tie is not a win
-        not_beaten = [r for r in present if r.metrics.get("rougeLsum", 0.0) >= lsum]
-        against = ", ".join(f"{r.method} {r.metrics.get('rougeLsum', 0.0):.2f}" for r in present)
+        # "beats" is strict, and by more than the larger of the two seed-to-seed spreads
+        not_beaten = [r for r in present
+                      if lsum - r.metrics.get("rougeLsum", 0.0) <= max(spread(row), spread(r))]
+        against = ", ".join(f"{r.method} {_score(r)}" for r in present)
         losers = ", ".join(r.method for r in not_beaten)
         verdict = f"does not beat {losers}" if not_beaten else "beats all"
-        lines.append(f"- {row.name}: ROUGE-Lsum {lsum:.2f} vs {against}: **{verdict}**")
+        lines.append(f"- {row.name}: ROUGE-Lsum {_score(row)} vs {against}: **{verdict}**")
     return lines
+
+
+def _score(row: RowResult) -> str:
+    """ROUGE-Lsum, with its spread and seed count where there are several seeds."""
+    lsum = f"{row.metrics.get('rougeLsum', 0.0):.2f}"
+    return f"{lsum} ± {spread(row):.2f} ({len(row.seeds)} seeds)" if len(row.seeds) > 1 else lsum
 
 
 def check_teacher(s: BenchSettings) -> InputDependence:
@@ -318,14 +398,19 @@ def markdown(teacher: RowResult, rows: list[RowResult], command: str, front: set
              check: InputDependence) -> str:
     out = ["# Quality benchmark (bench/quality.py)", "", f"Command: `{command}`", "",
            *teacher_check_lines(check), "",
-           "| row | R-1 | R-2 | R-L | R-Lsum | % teacher | bytes on disk | ratio | train+eval s | Pareto |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "Rows of several seeds give the mean, and the standard deviation of ROUGE-Lsum; "
+           "rows of one seed are marked `1`.", "",
+           "| row | seeds | R-1 | R-2 | R-L | R-Lsum | % teacher | bytes on disk | ratio | train+eval s "
+           "| Pareto |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in [teacher, *rows]:
-        scores = " | ".join(f"{row.metrics.get(k, 0):.2f}" for k in ROUGE_KEYS)
+        scores = " | ".join(f"{row.metrics.get(k, 0):.2f}" for k in ROUGE_KEYS[:3])
         kept = kept_percent(row, teacher)
         kept_text = "-" if kept is None else f"{kept:.1f}"
-        out.append(f"| {row.name} | {scores} | {kept_text} | {row.bytes:,} | {row.compression_ratio:.1f}x "
-                   f"| {row.seconds:.0f} | {'*' if row.name in front else ''} |")
+        lsum = _score(row).split(" (")[0]
+        out.append(f"| {row.name} | {len(row.seeds) or '-'} | {scores} | {lsum} | {kept_text} "
+                   f"| {row.bytes:,} | {row.compression_ratio:.1f}x | {row.seconds:.0f} "
+                   f"| {'*' if row.name in front else ''} |")
     out += ["", "## Targets", "", *target_checks(teacher, rows), ""]
     return "\n".join(out)
 
@@ -342,12 +427,14 @@ def plot(teacher: RowResult, rows: list[RowResult], front: set[str], path: Path)
     for method, marker in markers:
         group = [r for r in everything if r.method == method]
         if group:
-            ax.scatter([r.bytes / 1e6 for r in group], [r.metrics.get("rougeLsum", 0) for r in group],
-                       marker=marker, s=60, label=method)
-    for row in everything:
+            ax.errorbar([r.bytes / 1e6 for r in group], [r.metrics.get("rougeLsum", 0) for r in group],
+                        yerr=[spread(r) for r in group], fmt=marker, markersize=7, capsize=3, label=method)
+    # Labels of rows at one size alternate sides, so that they do not print over each other.
+    for index, row in enumerate(sorted(everything, key=lambda r: (r.bytes, r.metrics.get("rougeLsum", 0)))):
         label = "teacher" if row.method == "teacher" else row.name.split(":", 1)[1]
+        offset = (6, 4) if index % 2 == 0 else (6, -10)
         ax.annotate(label, (row.bytes / 1e6, row.metrics.get("rougeLsum", 0)),
-                    fontsize=6, xytext=(3, 3), textcoords="offset points")
+                    fontsize=7, xytext=offset, textcoords="offset points")
     on_front = sorted((r for r in everything if r.name in front), key=lambda r: r.bytes)
     ax.plot([r.bytes / 1e6 for r in on_front], [r.metrics.get("rougeLsum", 0) for r in on_front],
             "k--", linewidth=1, label="Pareto front")
@@ -361,13 +448,15 @@ def plot(teacher: RowResult, rows: list[RowResult], front: set[str], path: Path)
     plt.close(fig)
 
 
-def write_outputs(rows: list[RowResult], s: BenchSettings, command: str, check: InputDependence) -> None:
+def write_outputs(runs: list[RowResult], s: BenchSettings, command: str, check: InputDependence) -> None:
+    rows = means(runs)
     teacher = teacher_result(rows)
     front = pareto_front([teacher, *rows])
     (s.out / "quality.md").write_text(markdown(teacher, rows, command, front, check))
     payload = {"command": command, "settings": {k: str(v) for k, v in asdict(s).items()},
                "teacher_input_check": asdict(check) | {"gap": check.gap},
-               "rows": [asdict(r) | {"pareto": r.name in front} for r in [teacher, *rows]]}
+               "rows": [asdict(r) | {"pareto": r.name in front} for r in [teacher, *rows]],
+               "runs": [asdict(r) for r in runs]}
     (s.out / "quality.json").write_text(json.dumps(payload, indent=2) + "\n")
     plot(teacher, rows, front, s.out / "quality.png")
 
@@ -392,6 +481,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5.0e-4)
     p.add_argument("--num-beams", type=int, default=2)
+    p.add_argument("--seed", type=int, default=28, help="the first seed; `...@3` runs seed, seed+1, seed+2")
+    p.add_argument("--warmup", type=float, default=0.05, help="warmup ratio of the student's schedule")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="validate every N steps (the learning curve, in quality.json); default: at the end")
+    p.add_argument("--selection-samples", type=int, default=None,
+                   help="validation records scored during training; the final scores use --max-val")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--keep-artifacts", type=Path, default=None, metavar="DIR",
                    help="keep each row's packed artifact in DIR/<row> (default: only its report)")
@@ -414,7 +509,9 @@ def main(argv: list[str] | None = None) -> None:
     s = BenchSettings(teacher=args.teacher or teacher_out, train=args.train,
                       validation=args.validation, out=args.out, steps=args.steps, max_val=args.max_val,
                       batch_size=args.batch_size, lr=args.lr, num_beams=args.num_beams,
-                      eval_max_length=8 if args.quick else 32, artifacts=args.keep_artifacts)
+                      eval_max_length=8 if args.quick else 32, seed=args.seed, eval_every=args.eval_every,
+                      selection_samples=args.selection_samples, warmup_ratio=args.warmup,
+                      artifacts=args.keep_artifacts)
     if args.train_teacher_steps and not (teacher_out / "config.json").exists():
         s.teacher = train_teacher(s, args.train_teacher_steps, args.quick, args.teacher, teacher_out)
     elif args.train_teacher_steps:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from bench.quality import Config, RowResult, main, pareto_front, teacher_check_lines
+from bench.quality import Config, RowResult, main, means, pareto_front, target_checks, teacher_check_lines
 from compression.evaluate import InputDependence
 from tests.tiny import write_jsonl
 
@@ -62,3 +63,32 @@ def test_report_warns_when_the_teacher_ignores_its_input() -> None:
     reading = teacher_check_lines(InputDependence(matched_loss=3.1, shuffled_loss=5.2))
     assert any("barely reads its input" in line for line in deaf)
     assert not any("barely reads its input" in line for line in reading)
+
+
+def test_config_parse_reads_a_seed_count_and_merges_several_options() -> None:
+    config = Config.parse("dq:2-2-8:6-3:kl_t2,norm,g64@3")
+    fields = config.recipe_fields()
+    assert config.seeds == 3 and config.name == "dq:2-2-8:6-3:kl_t2,norm,g64"
+    assert fields["distillation"] == {"mask_padding": True, "logits_loss": "kl", "temperature": 2.0,
+                                      "normalize": True}
+    assert fields["quantization"]["granularity"] == "per_group"
+
+
+def test_rows_of_several_seeds_become_their_mean_and_spread() -> None:
+    runs = [_row("dq:8-8-8:6-3", 10, 20.0), _row("dq:8-8-8:6-3@29", 10, 22.0), _row("ptq:8-8-8:6-3", 10, 5.0)]
+    for seed, row in zip((28, 29, 28), runs, strict=True):
+        row.seeds = [seed]
+    dq, ptq = means(runs)
+    assert dq.name == "dq:8-8-8:6-3" and dq.seeds == [28, 29]
+    assert dq.metrics["rougeLsum"] == pytest.approx(21.0) and dq.std["rougeLsum"] == pytest.approx(2**0.5)
+    assert ptq.std == {}
+
+
+def test_dq_beats_a_rival_only_by_more_than_the_seed_spread() -> None:
+    teacher = _row("teacher:fp32", 100, 30.0)
+    dq = replace(_row("dq:8-8-8:6-3", 10, 21.0), seeds=[28, 29, 30], std={"rougeLsum": 0.8})
+    close = replace(_row("qat_only:8-8-8:6-3", 10, 20.5), method="qat_only", seeds=[28, 29, 30],
+                    std={"rougeLsum": 0.3})
+    far = replace(close, metrics={"rougeLsum": 19.0})
+    assert any("does not beat qat_only" in line for line in target_checks(teacher, [dq, close]))
+    assert any("beats all" in line for line in target_checks(teacher, [dq, far]))
