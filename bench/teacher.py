@@ -36,7 +36,7 @@ from compression.evaluate import generate, rouge, score
 from compression.pipeline import finetune
 from compression.recipe import EvaluationSpec, TeacherSpec
 from compression.teacher import load_teacher
-from demo.cache import cache_root
+from demo.cache import benchmark_teacher_dir
 from demo.teacher import QUICK_SHAPE, TeacherShape, build_teacher
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,7 +61,7 @@ class Plan:
 
 
 def default_out(shape: TeacherShape) -> Path:
-    return cache_root() / "teachers" / f"debian-d{shape.d_model}"
+    return benchmark_teacher_dir(shape.d_model)
 
 
 def lead_1(document: str) -> str:

@@ -25,6 +25,17 @@ def teacher_key(spec: dict[str, Any], data_files: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
+def benchmark_teacher_dir(d_model: int = 256) -> Path:
+    """Where `python -m bench.teacher` builds its teacher (the full data set, hours of CPU)."""
+    return cache_root() / "teachers" / f"debian-d{d_model}"
+
+
+def built_benchmark_teacher() -> Path | None:
+    """The benchmark teacher's model directory, once its training has finished."""
+    built = benchmark_teacher_dir() / "teacher"
+    return built if (built / "model.safetensors").is_file() else None
+
+
 class TeacherCache:
     def __init__(self, root: Path | None = None) -> None:
         self.root = (root or cache_root()) / "teachers"

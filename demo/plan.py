@@ -34,6 +34,8 @@ class DemoPlan:
     max_validation_samples: int = 100
     train_rows: int | None = None  # None = the whole bundled train split
     shown_documents: int = 3
+    # Use the stronger teacher of `python -m bench.teacher` once it has been built.
+    use_benchmark_teacher: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def teacher_spec(self) -> dict[str, Any]:
@@ -86,6 +88,7 @@ DEMO_PLAN = DemoPlan(
                       "eval_every": 150, "checkpoint_every": 75, "log_every": 10},
     evaluation={"num_beams": 2, "max_length": 32, "batch_size": 50},
     students=STUDENTS,
+    use_benchmark_teacher=True,
 )
 
 QUICK_PLAN = DemoPlan(

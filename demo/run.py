@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from demo.cache import TeacherCache, teacher_key
+from demo.cache import TeacherCache, built_benchmark_teacher, teacher_key
 from demo.client import ApiError, DqbartClient, extract_tar, tar_directory
 from demo.plan import DEMO_PLAN, QUICK_PLAN, DemoPlan, StudentPlan
 from demo.progress_view import follow_job
@@ -73,7 +73,17 @@ def run_job(client: DqbartClient, recipe: dict[str, Any], title: str) -> dict[st
 
 def obtain_teacher(client: DqbartClient, plan: DemoPlan, dataset_ids: dict[str, str], work: Path,
                    data_files: list[Path]) -> str:
-    """The trained teacher's model id: from the user cache when possible, else trained by a job."""
+    """The trained teacher's model id: the benchmark teacher once built, else the demo's own
+    (from the user cache when possible, else trained by a job)."""
+    if plan.use_benchmark_teacher:
+        built = built_benchmark_teacher()
+        if built is not None:
+            say(f"using the benchmark teacher built by `python -m bench.teacher` ({built})")
+            say_input_check(json.loads((built / "report.json").read_text()).get("input_check"))
+            archive = tar_directory(built, work / "benchmark-teacher.tar")
+            return str(client.upload_model(archive, name="debian-desc-teacher")["id"])
+        say("no benchmark teacher yet: `python -m bench.teacher` builds a much stronger one (6-6, "
+            "d_model 256, the full data set; hours on CPU, resumable); using the small demo teacher")
     cache = TeacherCache()
     key = teacher_key(plan.teacher_spec(), data_files)
     cached = cache.lookup(key)

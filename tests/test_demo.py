@@ -12,7 +12,7 @@ import httpx
 import pytest
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from demo.cache import TeacherCache, teacher_key
+from demo.cache import TeacherCache, benchmark_teacher_dir, built_benchmark_teacher, teacher_key
 from demo.plan import QUICK_PLAN
 from demo.progress_view import _describe
 from demo.table import Row, render
@@ -47,6 +47,18 @@ def test_teacher_cache_returns_what_was_stored(tmp_path: Path) -> None:
     cache.store("k1", archive, {"note": "test"})
     stored = cache.lookup("k1")
     assert stored is not None and stored.read_bytes() == b"tar bytes"
+
+
+def test_the_benchmark_teacher_counts_once_its_training_has_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = benchmark_teacher_dir() / "teacher"
+    (benchmark_teacher_dir() / "teacher.checkpoints").mkdir(parents=True)  # still training
+    assert built_benchmark_teacher() is None
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"")
+    assert built_benchmark_teacher() == folder
 
 
 def test_table_shows_missing_values_as_dashes() -> None:
