@@ -1,0 +1,32 @@
+#!/bin/sh
+# The commands behind docs/results/quality-v4/README.md. CPU, one torch thread per process,
+# ../shared/data/debian-desc. Every step resumes where it stopped when started again.
+set -e
+D=../shared/data/debian-desc
+T=${XDG_CACHE_HOME:-$HOME/.cache}/dqbart/teachers/debian-d256
+R=docs/results/quality-v4
+
+# 1. The teacher (about 5.5 CPU hours; resumable): BART 6-6 d256 on the full train split.
+OMP_NUM_THREADS=1 python -m bench.teacher > "$T.log" 2>&1
+
+# 2. The student loop's costs.
+OMP_NUM_THREADS=1 python -m bench.train_step --loop --threads 1 --repeats 3
+
+# 3. Learning curves at 2-2-8 6-3 (eval every 500 steps on 300 records; final scores on the split).
+ARGS="--teacher $T/teacher --train $D/train.jsonl.gz --validation $D/validation.jsonl.gz \
+  --max-val 1029 --selection-samples 300 --num-beams 4 --threads 1"
+OMP_NUM_THREADS=1 python -m bench.quality $ARGS --steps 4000 --eval-every 500 --out $R/curves \
+  --configs "dq:2-2-8:6-3 qat_only:2-2-8:6-3"
+
+# 4. The levers at a short budget.
+OMP_NUM_THREADS=1 python -m bench.quality $ARGS --steps 1000 --out $R/ablation --configs \
+  "qat_only:2-2-8:6-3 dq:2-2-8:6-3 dq:2-2-8:6-3:kl dq:2-2-8:6-3:kl_t2 dq:2-2-8:6-3:norm \
+   dq:2-2-8:6-3:logits_only dq:2-2-8:6-3:weighted dq:2-2-8:6-3:seq dq:2-2-8:6-3:seq_mix \
+   dq:2-2-8:6-3:g64 dq:2-2-8:6-3:lsq"
+
+# 5. The study at the converged budget N from step 3 (set STEPS), with the winning options.
+STEPS=${STEPS:-3000}
+OMP_NUM_THREADS=1 python -m bench.quality $ARGS --steps "$STEPS" --out $R/study --configs \
+  "dq:8-8-8:6-3@3 qat_only:8-8-8:6-3@3 dq:2-2-8:6-3@3 qat_only:2-2-8:6-3@3 \
+   ptq:8-8-8:6-3 distill_only:fp32:6-3 ptq:2-2-8:6-3 ptq:4-4-8:6-3 qat_only:4-4-8:6-3 dq:4-4-8:6-3 \
+   dq:2-2-8:6-6 dq:2-2-8:3-1"
