@@ -40,6 +40,7 @@ OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
     "g64": {"quantization": {"granularity": "per_group", "group_size": 64}},
     "g128": {"quantization": {"granularity": "per_group", "group_size": 128}},
     "lsq": {"quantization": {"learned_scale": True}},
+    "sym2": {"quantization": {"two_bit_scheme": "symmetric"}},  # 2 bits on the symmetric grid, not TWN
     "no_mask": {"distillation": {"mask_padding": False}},
     "kl": {"distillation": {"logits_loss": "kl", "temperature": 1.0}},
     "kl_t2": {"distillation": {"logits_loss": "kl", "temperature": 2.0}},

@@ -49,17 +49,19 @@ class WeightQuantizer(nn.Module):
         clip_val: float,
         learned_scale: bool,
         group_size: int | None = None,
+        ternary: bool = True,
     ) -> None:
         super().__init__()
         if granularity == "per_group" and (group_size is None or weight.shape[-1] % group_size):
             granularity = "per_row"
         self.bits = bits
+        self.ternary = ternary  # 2 bits: TWN ternary (the paper's), else the symmetric grid
         self.granularity: Granularity = granularity
         self.group_size = group_size if granularity == "per_group" else None
         self.clip_val = clip_val
         self.step: nn.Parameter | None = None
         if learned_scale:
-            initial = lsq_initial_step(self._grouped(weight.detach()), bits, clip_val, self._per_row)
+            initial = lsq_initial_step(self._grouped(weight.detach()), bits, clip_val, self._per_row, ternary)
             self.step = nn.Parameter(initial if self._per_row else initial.reshape(()))
         # A loaded artifact fixes each grid to its stored scale (see `freeze`).
         self.frozen_scheme: Scheme | None = None
@@ -88,7 +90,8 @@ class WeightQuantizer(nn.Module):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.frozen_scheme is not None:
             return self.quantize(weight).values().to(weight.dtype)
-        values = fake_quantize(self._grouped(weight), self.bits, self._statistics, self.clip_val, self.step)
+        values = fake_quantize(self._grouped(weight), self.bits, self._statistics, self.clip_val, self.step,
+                               self.ternary)
         return values.reshape(weight.shape)
 
     def codes(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,7 +101,7 @@ class WeightQuantizer(nn.Module):
         if self.frozen_scheme is not None:
             codes = codes_at_scale(weight.detach(), self.frozen_scale, self.frozen_scheme, self.bits)
             return codes, code_step(self.frozen_scale, self.frozen_scheme)
-        return quantize_to_codes(weight, self.bits, self.granularity, self.clip_val, self.step)
+        return quantize_to_codes(weight, self.bits, self.granularity, self.clip_val, self.step, self.ternary)
 
     def quantize_rows(self, rows: torch.Tensor, ids: torch.Tensor, padding_idx: int | None) -> torch.Tensor:
         """Per-row quantization of looked-up rows: the same values as quantizing the whole matrix."""
@@ -109,7 +112,7 @@ class WeightQuantizer(nn.Module):
             codes = codes_at_scale(rows.detach(), scale, self.frozen_scheme, self.bits)
             return dequantize(codes, scale, self.frozen_scheme).to(rows.dtype)
         step = None if self.step is None else F.embedding(ids, self.step, padding_idx)
-        return fake_quantize(rows, self.bits, "per_row", self.clip_val, step)
+        return fake_quantize(rows, self.bits, "per_row", self.clip_val, step, self.ternary)
 
     def quantize(self, weight: torch.Tensor) -> QuantizedTensor:
         """Integer codes and scale, exactly as the forward pass rounds them (a per-group scale
@@ -120,7 +123,7 @@ class WeightQuantizer(nn.Module):
                 codes.to(torch.int8), self.frozen_scale, self.frozen_scheme, self.bits, self.granularity
             )
         view = self._grouped(weight)
-        quantized = quantize_tensor(view, self.bits, self._statistics, self.clip_val, self.step)
+        quantized = quantize_tensor(view, self.bits, self._statistics, self.clip_val, self.step, self.ternary)
         if self.group_size is None:
             return quantized
         codes, scale = quantized.codes.reshape(weight.shape), quantized.scale.reshape(view.shape[:-1])
@@ -196,6 +199,7 @@ class QuantLinear(nn.Linear):
         learned_scale: bool = False,
         weight_quantizer: WeightQuantizer | None = None,
         group_size: int | None = None,
+        ternary: bool = True,
     ) -> QuantLinear:
         """Wrap `linear`, sharing its weight and bias; `weight_quantizer` shares one (the tied head's)."""
         new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
@@ -203,7 +207,7 @@ class QuantLinear(nn.Linear):
         new.bias = linear.bias
         if weight_quantizer is None and weight_bits != FULL_PRECISION_BITS:
             weight_quantizer = WeightQuantizer(
-                linear.weight, weight_bits, granularity, clip_val, learned_scale, group_size
+                linear.weight, weight_bits, granularity, clip_val, learned_scale, group_size, ternary
             )
         new.weight_quantizer = weight_quantizer
         new.activation_quantizer = make_activation_quantizer(

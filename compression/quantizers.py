@@ -109,9 +109,11 @@ def lsq_codes(x: torch.Tensor, step: torch.Tensor, bits: int) -> torch.Tensor:
     return (x.detach() / step).clamp_(-level, level).round_()
 
 
-def lsq_initial_step(x: torch.Tensor, bits: int, clip: float, per_row: bool) -> torch.Tensor:
+def lsq_initial_step(
+    x: torch.Tensor, bits: int, clip: float, per_row: bool, ternary: bool = True
+) -> torch.Tensor:
     """Start the learned step where the paper's fixed quantizer stands on this data."""
-    if bits == 2:
+    if bits == 2 and ternary:
         return ternary_params(x, clip, per_row)[1].clamp(min=_MIN_STEP)
     return 1.0 / symmetric_scale(x, bits, clip, per_row)
 
@@ -155,15 +157,17 @@ class QuantizedTensor:
 
 
 def quantize_tensor(
-    x: torch.Tensor, bits: int, granularity: Granularity, clip: float, step: torch.Tensor | None = None
+    x: torch.Tensor, bits: int, granularity: Granularity, clip: float, step: torch.Tensor | None = None,
+    ternary: bool = True,
 ) -> QuantizedTensor:
-    """Codes and scale of `x` under the scheme its bits select (LSQ when a learned step is given)."""
+    """Codes and scale of `x` under the scheme its bits select (LSQ when a learned step is given;
+    2 bits are ternary unless `ternary` is False, then the symmetric grid {-1, 0, 1} * max|x|)."""
     x = x.detach()
     per_row = granularity == "per_row"
     if step is not None:
         used = lsq_step(step.detach())
         return QuantizedTensor(lsq_codes(x, used, bits).to(torch.int8), used, "lsq", bits, granularity)
-    if bits == 2:
+    if bits == 2 and ternary:
         delta, alpha = ternary_params(x, clip, per_row)
         return QuantizedTensor(
             ternary_codes(x, delta, clip).to(torch.int8), alpha, "ternary", bits, granularity
@@ -333,7 +337,8 @@ class _ScaleGradient(torch.autograd.Function):
 
 
 def quantize_to_codes(
-    x: torch.Tensor, bits: int, granularity: Granularity, clip: float, step: torch.Tensor | None = None
+    x: torch.Tensor, bits: int, granularity: Granularity, clip: float, step: torch.Tensor | None = None,
+    ternary: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer-valued float codes of `x` and the value of one code (0-dim, or one per row).
 
@@ -349,7 +354,7 @@ def quantize_to_codes(
         level = max_level(bits)
         used = _ScaleGradient.apply(lsq_step(step), 1.0 / math.sqrt(x.numel() // step.numel() * level))
         return LsqCodes.apply(x, used, bits), used
-    if bits == 2:
+    if bits == 2 and ternary:
         _, excess, alpha = _ternary_parts(x, clip, per_row)
         return TernaryCodes.apply(x, excess, alpha, clip), alpha
     scale = symmetric_scale(x, bits, clip, per_row)
@@ -370,7 +375,8 @@ def _sum_to_shape(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 
 def fake_quantize(
-    x: torch.Tensor, bits: int, granularity: Granularity, clip: float, step: torch.Tensor | None = None
+    x: torch.Tensor, bits: int, granularity: Granularity, clip: float, step: torch.Tensor | None = None,
+    ternary: bool = True,
 ) -> torch.Tensor:
     """Quantize-dequantize `x` with the straight-through gradient; bits 32 is the identity.
 
@@ -380,11 +386,11 @@ def fake_quantize(
     if bits == FULL_PRECISION_BITS:
         return x
     if x.dtype in (torch.float16, torch.bfloat16):
-        return fake_quantize(x.float(), bits, granularity, clip, step).to(x.dtype)
+        return fake_quantize(x.float(), bits, granularity, clip, step, ternary).to(x.dtype)
     if step is not None:
         return LsqFakeQuant.apply(x, step, bits)
     per_row = granularity == "per_row"
-    if bits == 2:
+    if bits == 2 and ternary:
         return TernaryFakeQuant.apply(x, clip, per_row)
     return SymmetricFakeQuant.apply(x, bits, clip, per_row)
 

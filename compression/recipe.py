@@ -112,6 +112,8 @@ class QuantizationSpec(_Strict):
     activation_bits: int = 8
     granularity: Literal["per_tensor", "per_row", "per_group"] = "per_tensor"  # weights; embedding: per row
     group_size: int = Field(64, ge=2)  # columns per scale under per_group (a narrower matrix: per row)
+    # 2-bit weights and embeddings: TWN ternary (the paper's), or the symmetric grid {-1, 0, 1} * max|w|
+    two_bit_scheme: Literal["ternary", "symmetric"] = "ternary"
     clip_val: float = 2.5
     learned_scale: bool = False  # LSQ-style learned step size instead of the fixed clip
 

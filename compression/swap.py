@@ -79,7 +79,7 @@ def quantize_model(model: PreTrainedModel, spec: QuantizationSpec) -> PreTrained
         _is_layer_linear,
         lambda m, _: QuantLinear.from_linear(
             m, spec.weight_bits, spec.activation_bits, spec.granularity, clip, learned,
-            group_size=spec.group_size,
+            group_size=spec.group_size, ternary=spec.two_bit_scheme == "ternary",
         ),
     )
     _quantize_embeddings(model, spec)
@@ -119,7 +119,8 @@ def _quantize_embeddings(model: PreTrainedModel, spec: QuantizationSpec) -> None
 def _row_quantizer(weight: nn.Parameter, spec: QuantizationSpec) -> WeightQuantizer | None:
     if spec.embedding_bits == FULL_PRECISION_BITS:
         return None
-    return WeightQuantizer(weight, spec.embedding_bits, "per_row", spec.clip_val, spec.learned_scale)
+    return WeightQuantizer(weight, spec.embedding_bits, "per_row", spec.clip_val, spec.learned_scale,
+                           ternary=spec.two_bit_scheme == "ternary")
 
 
 def dequantize_model(model: PreTrainedModel) -> PreTrainedModel:

@@ -33,6 +33,9 @@ CASES = {
     "4bit-tensor-lsq": QuantizationSpec(weight_bits=4, embedding_bits=8, learned_scale=True),
     "8bit-tensor": QuantizationSpec(weight_bits=8, embedding_bits=8),
     "8bit-row": QuantizationSpec(weight_bits=8, embedding_bits=8, granularity="per_row"),
+    "2bit-symmetric-row": QuantizationSpec(
+        weight_bits=2, embedding_bits=2, granularity="per_row", two_bit_scheme="symmetric"
+    ),
     "2bit-group": QuantizationSpec(weight_bits=2, embedding_bits=2, granularity="per_group", group_size=16),
     "4bit-group-lsq": QuantizationSpec(
         weight_bits=4, embedding_bits=4, granularity="per_group", group_size=8, learned_scale=True

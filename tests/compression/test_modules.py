@@ -182,3 +182,12 @@ def test_a_per_group_linear_multiplies_fake_quantized_values() -> None:
     weight = layer.weight_quantizer(linear.weight)
     expected = F.linear(fake_quantize_activation(x, 8, 2.5), weight, linear.bias)
     assert torch.equal(layer(x), expected)
+
+
+def test_two_bit_weights_on_the_symmetric_grid_take_the_peak_as_their_one_level() -> None:
+    weight = torch.tensor([[0.1, -0.6, 1.0, -0.4]])
+    symmetric = WeightQuantizer(weight, 2, "per_row", 2.5, False, ternary=False).quantize(weight)
+    ternary = WeightQuantizer(weight, 2, "per_row", 2.5, False).quantize(weight)
+    assert symmetric.scheme == "symmetric" and ternary.scheme == "ternary"
+    assert symmetric.values().tolist() == [[0.0, -1.0, 1.0, 0.0]]  # round(w / max|w|) * max|w|
+    assert ternary.values().abs().max() < 1.0  # TWN: the mean of the kept magnitudes

@@ -22,7 +22,7 @@ OMP_NUM_THREADS=1 python -m bench.quality $ARGS --steps 4000 --eval-every 500 --
 OMP_NUM_THREADS=1 python -m bench.quality $ARGS --steps 1000 --out $R/ablation --configs \
   "qat_only:2-2-8:6-3 dq:2-2-8:6-3 dq:2-2-8:6-3:kl dq:2-2-8:6-3:kl_t2 dq:2-2-8:6-3:norm \
    dq:2-2-8:6-3:logits_only dq:2-2-8:6-3:weighted dq:2-2-8:6-3:seq dq:2-2-8:6-3:seq_mix \
-   dq:2-2-8:6-3:g64 dq:2-2-8:6-3:lsq"
+   dq:2-2-8:6-3:g64 dq:2-2-8:6-3:lsq dq:2-2-8:6-3:sym2"
 
 # 5. The study at the converged budget N from step 3 (set STEPS), with the winning options.
 STEPS=${STEPS:-3000}
