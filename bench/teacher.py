@@ -131,9 +131,23 @@ def read_curve(path: Path) -> list[dict[str, float]]:
     return [by_step[step] for step in sorted(by_step)]
 
 
+def check_same_plan(plan: Plan, path: Path) -> None:
+    """A folder holds one plan's teacher: resuming it with another plan would mix two runs."""
+    wanted = asdict(plan)
+    if not path.is_file():
+        path.write_text(json.dumps(wanted, indent=2) + "\n", encoding="utf-8")
+        return
+    held = json.loads(path.read_text(encoding="utf-8"))
+    if held != wanted:
+        changed = sorted(k for k in wanted if held.get(k) != wanted[k])
+        raise SystemExit(f"{path.parent} holds a teacher of another plan ({', '.join(changed)} differ): "
+                         "give another --out, or remove that folder to start over")
+
+
 def train_teacher(plan: Plan, out: Path, train: Path, validation: Path) -> Path:
     """Build (once) and train (resuming) the teacher; returns its Hugging Face directory."""
     out.mkdir(parents=True, exist_ok=True)
+    check_same_plan(plan, out / "plan.json")
     if not (out / "init" / "model.safetensors").is_file():
         build_teacher(out / "init", plan.shape, plan.seed, train_file=train)
     subset = write_subset(validation, out / "validation-subset.jsonl.gz", plan.eval_records)
@@ -206,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validation", type=Path, default=FULL_DATA / "validation.jsonl.gz")
     parser.add_argument("--d-model", type=int, default=SHAPE.d_model)
     parser.add_argument("--ffn-dim", type=int, default=SHAPE.ffn_dim)
+    parser.add_argument("--init-std", type=float, default=SHAPE.init_std)
+    parser.add_argument("--lr", type=float, default=Plan.lr)
     parser.add_argument("--epochs", type=int, default=Plan.epochs)
     parser.add_argument("--eval-every", type=int, default=Plan.eval_every)
     parser.add_argument("--eval-records", type=int, default=Plan.eval_records)
@@ -219,8 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         plan = Plan(QUICK_SHAPE, epochs=1, batch_size=16, lr=1e-3, eval_every=20, eval_records=20)
         args.train, args.validation = SAMPLE / "train.jsonl.gz", SAMPLE / "validation.jsonl.gz"
     else:
-        shape = TeacherShape(**{**asdict(SHAPE), "d_model": args.d_model, "ffn_dim": args.ffn_dim})
-        plan = Plan(shape, epochs=args.epochs, eval_every=args.eval_every, eval_records=args.eval_records)
+        shape = TeacherShape(**{**asdict(SHAPE), "d_model": args.d_model, "ffn_dim": args.ffn_dim,
+                                "init_std": args.init_std})
+        plan = Plan(shape, epochs=args.epochs, lr=args.lr, eval_every=args.eval_every,
+                    eval_records=args.eval_records)
     out = args.out or default_out(plan.shape)
     if not args.report_only:
         train_teacher(plan, out, args.train, args.validation)

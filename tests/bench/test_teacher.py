@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.teacher import Plan, final_report, lead_1, read_curve, train_teacher
+from bench.teacher import Plan, check_same_plan, final_report, lead_1, read_curve, train_teacher
 from demo.teacher import QUICK_SHAPE
 from tests.tiny import write_jsonl
 
@@ -40,3 +40,11 @@ def test_teacher_run_resumes_and_reports_the_curve_and_lead_1(
     assert {"matched_loss", "gap", "rougeLsum"} <= set(report["curve"][-1])
     assert report["validation_records"] == 8 and report["lead_1"]["rouge1"] > 0
     assert "| lead_1 |" in (out / "report.md").read_text()
+
+
+def test_a_folder_refuses_to_resume_under_another_plan(tmp_path: Path) -> None:
+    plan = Plan(QUICK_SHAPE, epochs=1)
+    check_same_plan(plan, tmp_path / "plan.json")
+    check_same_plan(plan, tmp_path / "plan.json")  # the same plan resumes
+    with pytest.raises(SystemExit, match="lr differ"):
+        check_same_plan(Plan(QUICK_SHAPE, epochs=1, lr=1e-4), tmp_path / "plan.json")
