@@ -17,6 +17,7 @@ from transformers import (
 )
 
 from compression.errors import ModelError
+from compression.finite import require_finite
 from compression.recipe import TeacherSpec
 
 MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
@@ -78,6 +79,7 @@ def load_teacher(
         )
     except (OSError, ValueError) as exc:
         raise ModelError(param, f"cannot load the model: {exc}") from None
+    require_finite(model.state_dict(), param, "the teacher's weights")
     return model.to(device).eval(), tokenizer
 
 

@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from api.errors import install_error_handlers
+from api.ratelimit import RateLimits
 from compression.runtime import Form, resolve_device
 from serving import routes
 from serving.batcher import BatchLimits
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     app.state.settings = settings
     app.state.serving = service
     app.state.metrics_registry = registry
+    app.state.rate_limits = RateLimits(settings)
     install_error_handlers(app)
     app.middleware("http")(_mark_arrivals(service))
     app.include_router(routes.router)

@@ -21,7 +21,7 @@ from serving.cache import Loaded, ModelCache
 from serving.generation import Generated, GenerationItem, batch_key, encode, run_batch
 from serving.loading import LoadedModel, ModelRecord, find_model, load_model
 from serving.metrics import ServingMetrics
-from serving.schemas import GenerateParams, GenerationParameters, resolve_params
+from serving.schemas import GenerateParams, GenerationParameters, check_lengths, resolve_params
 from store import tenants
 from store.blobs import BlobStore
 from store.tenants import hash_key
@@ -123,7 +123,9 @@ class InferenceService:
         return await self.cache.get(record.id)
 
     def resolve(self, loaded: LoadedModel, parameters: GenerationParameters) -> GenerateParams:
-        return resolve_params(parameters, loaded.generation_defaults)
+        params = resolve_params(parameters, loaded.generation_defaults)
+        check_lengths(params, loaded.model.config.max_position_embeddings)
+        return params
 
     async def generate(self, loaded: LoadedModel, texts: list[str], parameters: GenerationParameters,
                        arrival: Arrival | None = None) -> InferenceResult:

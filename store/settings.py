@@ -31,6 +31,14 @@ class Settings(BaseSettings):
     LOG_LEVEL: str = "INFO"
     MAX_CONCURRENT_JOBS: int | None = None  # per tenant, unless the tenant row says otherwise
     STORAGE_LIMIT_BYTES: int | None = None
+    # Overload (api/admission.py, api/ratelimit.py): requests answered at once per API process,
+    # beyond which more are shed with 503; per-key rates ("" switches one off), kept in memory
+    # or, for several API workers, in Redis (redis://...).
+    MAX_IN_FLIGHT: int = Field(64, ge=1)
+    UPLOAD_RATE_LIMIT: str = "60/minute"
+    INFERENCE_RATE_LIMIT: str = "100/second"
+    RATE_LIMIT_STORAGE_URL: str = "memory://"
+    TMP_SWEEP_SECONDS: float = Field(300.0, gt=0)  # how often the API removes temporaries of dead processes
     # Inference (serving/): dynamic batching and the in-memory model cache.
     SERVING_MAX_BATCH_SIZE: int = 16
     # Small against a CPU batch; requests being read extend it, an idle server does not wait.
@@ -68,6 +76,11 @@ class Settings(BaseSettings):
     def work_dir(self) -> Path:
         """Scratch space of running jobs (outputs before they are packed into the blob store)."""
         return self.DATA_DIR / "work"
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Uploads being received and archives being unpacked (store/scratch.py)."""
+        return self.DATA_DIR / "tmp"
 
     @property
     def cache_dir(self) -> Path:
