@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     # beyond which more are shed with 503; per-key rates ("" switches one off), kept in memory
     # or, for several API workers, in Redis (redis://...).
     MAX_IN_FLIGHT: int = Field(64, ge=1)
-    UPLOAD_RATE_LIMIT: str = "60/minute"
+    UPLOAD_RATE_LIMIT: str = "300/minute"
     INFERENCE_RATE_LIMIT: str = "100/second"
     RATE_LIMIT_STORAGE_URL: str = "memory://"
     TMP_SWEEP_SECONDS: float = Field(300.0, gt=0)  # how often the API removes temporaries of dead processes
