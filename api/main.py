@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.middleware("http")(app.state.metrics.middleware)
     # Added last, so it runs first: a shed request costs no other middleware's work.
-    app.add_middleware(AdmissionControl, max_in_flight=settings.MAX_IN_FLIGHT,
+    app.add_middleware(AdmissionControl, max_in_flight=settings.max_in_flight,
                        on_shed=app.state.metrics.shed.inc)
     for module in (health, models, datasets, jobs):
         app.include_router(module.router)
