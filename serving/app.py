@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
                                      settings.SERVING_MAX_QUEUE, streams=inference_streams(settings)),
         cache_budget_bytes=cache_budget_bytes or settings.SERVING_CACHE_BYTES,
         registry=registry,
+        rate_limits=RateLimits(settings),
         device=settings.DEVICE,
         form=form,
     )
@@ -55,7 +56,6 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     app.state.settings = settings
     app.state.serving = service
     app.state.metrics_registry = registry
-    app.state.rate_limits = RateLimits(settings)
     install_error_handlers(app)
     app.middleware("http")(_mark_arrivals(service))
     app.include_router(routes.router)

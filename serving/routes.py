@@ -100,9 +100,9 @@ def _timing_headers(result: InferenceResult, started: float) -> dict[str, str]:
 
 async def _infer(request: Request, key: str, model_id: str, body: InferenceRequest,
                  task: str) -> JSONResponse:
-    request.app.state.rate_limits.hit("inference", key)
     started = time.perf_counter()
     service = _service(request)
+    service.rate_limits.hit("inference", key)
     # The inference app's middleware marks the arrival first; a host app that only includes
     # this router gets it marked here.
     arrival = getattr(request.state, "arrival", None) or service.batcher.arriving()

@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.ratelimit import RateLimits
 from compression.runtime import Form, resolve_device
 from serving.batcher import Arrival, Batcher, BatchLimits, Timing
 from serving.cache import Loaded, ModelCache
@@ -58,8 +59,9 @@ def stream_threads(cores: int, streams: int) -> int:
 class InferenceService:
     def __init__(self, *, sessions: sessionmaker[Session], blobs: BlobStore, cache_root: Path,
                  limits: BatchLimits, cache_budget_bytes: int, registry: CollectorRegistry,
-                 device: str = "auto", form: Form = "auto") -> None:
+                 rate_limits: RateLimits, device: str = "auto", form: Form = "auto") -> None:
         self.sessions = sessions
+        self.rate_limits = rate_limits  # per-key inference rates, wherever the routes are hosted
         self.blobs = blobs
         self.cache_root = cache_root
         self.device = device
