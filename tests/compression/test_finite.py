@@ -1,5 +1,6 @@
 """Non-finite numbers are refused wherever they enter: recipe fields, a training step, the tensors
-being packed, and the tensors being loaded (artifact or teacher)."""
+being packed, and the tensors being loaded (artifact or teacher); and the teacher loader refuses
+weights that do not fit the config as a ModelError (a user error), not a crash."""
 
 from __future__ import annotations
 
@@ -117,4 +118,15 @@ def test_load_teacher_refuses_nan_weights(tiny_teacher_dir: Path, tmp_path: Path
     folder = shutil.copytree(tiny_teacher_dir, tmp_path / "teacher")
     _poisoned(tiny_teacher_dir).save_pretrained(str(folder))
     with pytest.raises(ModelError, match="NaN or infinite"):
+        load_teacher(Recipe.from_dict({**BASE, "teacher": {"path": str(folder)}}).teacher)
+
+
+def test_load_teacher_refuses_weights_that_do_not_fit_the_config(tiny_teacher_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    folder = shutil.copytree(tiny_teacher_dir, tmp_path / "teacher")
+    tensors = load_file(folder / "model.safetensors")
+    name = "model.encoder.layers.0.fc1.weight"
+    tensors[name] = tensors[name].T.contiguous()
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelError, match="cannot load the model"):
         load_teacher(Recipe.from_dict({**BASE, "teacher": {"path": str(folder)}}).teacher)
