@@ -51,11 +51,9 @@ def _dev_key(settings: Settings) -> str:
 def _run_uvicorn(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
-    from api.main import WORKER_THREADS
-
-    # Beyond this many connections and requests in flight, answer 503 at once (see WORKER_THREADS).
+    # No limit_concurrency: uvicorn's 503 is plain text; api/admission.py sheds in the error shape.
     uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level=settings.LOG_LEVEL.lower(), limit_concurrency=WORKER_THREADS // 2)
+                log_level=settings.LOG_LEVEL.lower())
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

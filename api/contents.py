@@ -10,9 +10,13 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from api.tensors import build_on_meta, check_against_architecture
 from compression.errors import DatasetError, ModelError
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 SUPPORTED_ARCHITECTURES = {"bart": "BartForConditionalGeneration", "mbart": "MBartForConditionalGeneration"}
 # Any one of these sets is a tokenizer transformers can load for BART (BPE) or mBART (sentencepiece).
@@ -60,8 +64,8 @@ def _read_config(root: Path) -> dict[str, Any]:
     return data
 
 
-def _check_config(data: dict[str, Any]) -> tuple[str, str, dict[str, int]]:
-    """(model_type, architecture, layers) after loading it as a transformers config."""
+def _check_config(data: dict[str, Any]) -> tuple[str, str, PretrainedConfig]:
+    """(model_type, architecture, config) after loading it as a transformers config."""
     model_type = data.get("model_type")
     if model_type not in SUPPORTED_ARCHITECTURES:
         raise ModelError("file", f"config.json model_type is {model_type!r}; expected 'bart' or 'mbart'")
@@ -74,12 +78,11 @@ def _check_config(data: dict[str, Any]) -> tuple[str, str, dict[str, int]]:
         config = (BartConfig if model_type == "bart" else MBartConfig).from_dict(data)
     except (TypeError, ValueError) as exc:
         raise ModelError("file", f"config.json does not load as a {model_type} config: {exc}") from None
-    layers = {"encoder": config.encoder_layers, "decoder": config.decoder_layers}
     for name in ("encoder_layers", "decoder_layers", "d_model", "vocab_size"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ModelError("file", f"config.json {name} must be a positive integer, got {value!r}")
-    return model_type, architecture, layers
+    return model_type, architecture, config
 
 
 def safetensors_header(path: Path) -> dict[str, Any]:
@@ -129,11 +132,15 @@ def _check_weights(tensors: dict[str, Any], layers: dict[str, int]) -> int:
 
 def check_model_dir(root: Path) -> ModelSummary:
     """Check that `root` is a loadable BART/mBART directory: config, safetensors weights, tokenizer."""
-    model_type, architecture, layers = _check_config(_read_config(root))
+    model_type, architecture, config = _check_config(_read_config(root))
+    layers = {"encoder": config.encoder_layers, "decoder": config.decoder_layers}
     weights = root / "model.safetensors"
     if not weights.is_file():
         raise ModelError("file", "model.safetensors is missing (only safetensors weights are accepted)")
-    parameters = _check_weights(safetensors_header(weights), layers)
+    header = safetensors_header(weights)
+    parameters = _check_weights(header, layers)  # first: its message names the layers that differ
+    model = build_on_meta(config, architecture)
+    check_against_architecture(weights, header, model)
     if not any(all((root / f).is_file() for f in files) for files in TOKENIZER_FILE_SETS):
         raise ModelError("file", "tokenizer files are missing (tokenizer.json, vocab.json + merges.txt, "
                                  "or sentencepiece.bpe.model)")
@@ -165,7 +172,8 @@ def _bounded_lines(f: TextIO) -> Iterator[str]:
 
 def _jsonl_rows(path: Path) -> DatasetSummary:
     rows, columns, preview = 0, dict[str, None](), []
-    with open(path, encoding="utf-8") as f:
+    # utf-8-sig: a byte-order mark (Windows editors write one) is skipped, as for CSV and in training.
+    with open(path, encoding="utf-8-sig") as f:
         for number, line in enumerate(_bounded_lines(f), start=1):
             if not line.strip():
                 continue
@@ -173,6 +181,8 @@ def _jsonl_rows(path: Path) -> DatasetSummary:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DatasetError("file", f"line {number} is not valid JSON: {exc.msg}") from None
+            except RecursionError:  # the parser recurses per level: [[[[...]]]] exhausts the stack
+                raise DatasetError("file", f"line {number} is nested too deeply") from None
             if not isinstance(record, dict):
                 raise DatasetError("file", f"line {number} is not a JSON object")
             rows += 1

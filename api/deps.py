@@ -53,3 +53,12 @@ def current_tenant(session: SessionDep,
 
 
 TenantDep = Annotated[Tenant, Depends(current_tenant)]
+
+
+def upload_rate(request: Request, tenant: TenantDep,
+                credentials: Annotated[HTTPAuthorizationCredentials, Depends(_bearer)]) -> None:
+    """Count an upload against the key's rate; after the key check (`tenant`), before the body."""
+    request.app.state.rate_limits.hit("uploads", credentials.credentials)
+
+
+UploadRateDep = Annotated[None, Depends(upload_rate)]

@@ -77,13 +77,31 @@ async def _user_input_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "invalid_request", exc.message, exc.param)
 
 
+def malformed_body(reason: str) -> JSONResponse:
+    """Every body that does not parse as JSON gets this one answer, whatever broke the parse."""
+    return error_response(422, "validation_error", f"the body is not JSON ({reason})")
+
+
+def _parse_failure(exc: Exception) -> str | None:
+    """Why FastAPI could not read a JSON body, when `exc` is its generic 400 for that; else None.
+
+    The framework answers 422 for a syntax error but 400 for the same body with a byte that is not
+    UTF-8 or with nesting deeper than the parser's recursion limit: one problem, one answer."""
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return f"not UTF-8: byte {cause.object[cause.start]:#04x} at offset {cause.start}"
+    if isinstance(cause, RecursionError):
+        return "nested too deeply"
+    return None
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, RequestValidationError):
         raise exc
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     if first.get("type") == "json_invalid":  # its loc is a character position, not a field
         position = first.get("loc", ("body", "?"))[-1]
-        return error_response(422, "validation_error", f"the body is not JSON (at character {position})")
+        return malformed_body(f"at character {position}")
     param = _loc_to_param(tuple(first.get("loc", ())))
     message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
     return error_response(422, "validation_error", f"{param}: {message}" if param else message, param)
@@ -92,6 +110,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, StarletteHTTPException):
         raise exc
+    if exc.status_code == 400 and (reason := _parse_failure(exc)):
+        return malformed_body(reason)
     code = _STATUS_CODES.get(exc.status_code, HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_"))
     message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     if exc.status_code == 404 and message == "Not Found":

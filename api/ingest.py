@@ -1,12 +1,12 @@
 """Turn a received upload into stored blobs and catalog rows, all or nothing.
 
 Runs in a worker thread (archive checks and hashing are blocking work). Temp files live under
-DATA_DIR/tmp and are removed whatever happens; a blob whose row could not be committed is deleted.
+DATA_DIR/tmp as locked scratch entries (a crash leaves them to the sweep) and are removed whatever
+happens; a blob whose row could not be committed is deleted.
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -21,6 +21,7 @@ from store import catalog
 from store.blobs import BlobStore, StoredBlob, write_tar
 from store.ids import new_id
 from store.models import Dataset, Model, Tenant
+from store.scratch import scratch_dir
 from store.settings import Settings
 
 _NAME_CHARS = 200
@@ -66,13 +67,13 @@ def _store(blobs: BlobStore, key: str, source: Path, create_row: Callable[[Store
 def ingest_model(upload: Upload, *, session: Session, settings: Settings, blobs: BlobStore,
                  tenant: Tenant) -> Model:
     """Check an uploaded HF archive, repack it as a plain .tar, and store it as a model."""
-    with tempfile.TemporaryDirectory(prefix="model-", dir=upload.path.parent) as work:
-        unpacked = Path(work) / "unpacked"
+    with scratch_dir(upload.path.parent, "model-") as work:
+        unpacked = work / "unpacked"
         unpacked.mkdir()
         extract_archive(upload.path, unpacked, max_bytes=settings.MAX_UPLOAD_BYTES)
         root = find_model_root(unpacked)
         summary = check_model_dir(root)
-        tar = Path(work) / "model.tar"
+        tar = work / "model.tar"
         write_tar(root, tar)
         _check_quota(session, settings, tenant, tar.stat().st_size)
         model_id = new_id("mdl")

@@ -5,20 +5,25 @@ Run with `dqbart api` (or `uvicorn --factory api.main:create_app`); OpenAPI live
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from anyio import to_thread
 from fastapi import FastAPI
 
+from api.admission import AdmissionControl
 from api.errors import install_error_handlers
 from api.metrics import ApiMetrics
 from api.queue import JobQueue
+from api.ratelimit import RateLimits
 from api.routes import datasets, health, jobs, models
 from serving import routes as serving_routes
 from serving.app import create_app as create_serving_app
 from store.blobs import LocalBlobStore
 from store.db import session_factory
+from store.scratch import sweep
 from store.settings import Settings, get_settings
 
 DESCRIPTION = """Compress BART/mBART teachers by joint distillation and quantization (DQ-BART).
@@ -33,14 +38,36 @@ Upload a teacher (`POST /v1/models`) and a dataset (`POST /v1/datasets`), submit
 # thread, and a request keeps its database connection until its answer is serialized. With fewer
 # threads than requests in flight, requests holding every pooled connection wait for threads while
 # the threads wait for connections: a burst of 300 requests wedged the API for minutes. With more
-# threads than requests in flight (`dqbart api` caps those below this), nobody waits for a thread.
+# threads than requests in flight (AdmissionControl caps those below this), nobody waits for a thread.
 WORKER_THREADS = 1000
+log = logging.getLogger("dqbart.api")
+
+
+async def _sweep_tmp(app: FastAPI) -> None:
+    """Remove the temporaries that dead processes left (a kill -9 mid-upload), and count them."""
+    try:
+        swept = await to_thread.run_sync(sweep, app.state.settings.tmp_dir)
+    except OSError:  # a full or read-only disk must not stop the API; the next sweep tries again
+        log.exception("could not sweep %s", app.state.settings.tmp_dir)
+        return
+    app.state.metrics.swept(swept)
+    if swept.entries:
+        log.info("removed %d stale temporaries (%d bytes)", swept.entries, swept.bytes)
+
+
+async def _sweep_periodically(app: FastAPI) -> None:
+    while True:
+        await asyncio.sleep(app.state.settings.TMP_SWEEP_SECONDS)
+        await _sweep_tmp(app)
 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+    await _sweep_tmp(app)  # before the first request: a restart after a crash starts clean
+    sweeper = asyncio.create_task(_sweep_periodically(app))
     yield
+    sweeper.cancel()
     app.state.serving.close()
 
 
@@ -61,8 +88,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.blobs = LocalBlobStore(settings.artifact_dir)
     app.state.queue = JobQueue(settings)
     app.state.metrics = ApiMetrics()
+    app.state.rate_limits = RateLimits(settings)
     install_error_handlers(app)
     app.middleware("http")(app.state.metrics.middleware)
+    # Added last, so it runs first: a shed request costs no other middleware's work.
+    app.add_middleware(AdmissionControl, max_in_flight=settings.max_in_flight,
+                       on_shed=app.state.metrics.shed.inc)
     for module in (health, models, datasets, jobs):
         app.include_router(module.router)
     _include_serving(app, settings)

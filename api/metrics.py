@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from store.models import JOB_STATUSES, Job
+from store.scratch import Swept
 
 _Next = Callable[[Request], Awaitable[Response]]
 
@@ -25,6 +26,12 @@ class ApiMetrics:
         self.latency = Histogram("dqbart_http_request_seconds", "Time to answer (to the first body byte)",
                                  ["method", "route"], registry=self.registry)
         self.jobs = Gauge("dqbart_jobs", "Jobs by status, all tenants", ["status"], registry=self.registry)
+        self.shed = Counter("dqbart_http_shed", "Requests shed with 503 (over MAX_IN_FLIGHT)",
+                            registry=self.registry)
+        self.swept_entries = Counter("dqbart_tmp_swept_entries", "Temporaries of dead processes removed",
+                                     registry=self.registry)
+        self.swept_bytes = Counter("dqbart_tmp_swept_bytes", "Bytes freed by removing those temporaries",
+                                   registry=self.registry)
         self._others: list[CollectorRegistry] = []
 
     def include(self, registry: CollectorRegistry) -> None:
@@ -40,6 +47,10 @@ class ApiMetrics:
         self.latency.labels(request.method, label).observe(time.perf_counter() - started)
         self.requests.labels(request.method, label, str(response.status_code)).inc()
         return response
+
+    def swept(self, swept: Swept) -> None:
+        self.swept_entries.inc(swept.entries)
+        self.swept_bytes.inc(swept.bytes)
 
     def render(self, session: Session) -> bytes:
         rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()

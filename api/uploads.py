@@ -2,22 +2,24 @@
 
 We parse the request body ourselves (python-multipart's push parser) instead of letting the
 framework spool the file to the system temp folder: the bytes go once, chunk by chunk, to a
-file under DATA_DIR, and the upload stops as soon as it passes the limit.
+file under DATA_DIR, and the upload stops as soon as it passes the limit. That file is a locked
+scratch file (store/scratch.py): if the process dies mid-upload, the next sweep removes it.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from fastapi import Request
 from python_multipart import MultipartParser
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
 from api.errors import ApiError, invalid
+from store.scratch import Scratch, scratch_file
 
 _MAX_FIELD_BYTES = 64 * 1024  # small text fields such as `name`
 _MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers on top of the file itself
@@ -32,13 +34,17 @@ def too_large(max_bytes: int) -> ApiError:
 class Upload:
     """A file received from a multipart form, plus the small text fields sent beside it."""
 
-    path: Path
+    scratch: Scratch
     filename: str
     bytes: int
     fields: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def path(self) -> Path:
+        return self.scratch.path
+
     def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
+        self.scratch.remove()
 
 
 class _FormCollector:
@@ -90,9 +96,9 @@ class _FormCollector:
         if self.upload is not None:
             raise invalid(self.file_field, f"send exactly one `{self.file_field}` part")
         filename = os.path.basename(options.get(b"filename", b"").decode("utf-8", "replace"))
-        fd, path = tempfile.mkstemp(prefix="upload-", dir=self.tmp_dir)
-        self._sink = os.fdopen(fd, "wb")
-        self.upload = Upload(path=Path(path), filename=filename, bytes=0)
+        scratch = scratch_file(self.tmp_dir, "upload-")
+        self.upload = Upload(scratch=scratch, filename=filename, bytes=0)
+        self._sink = open(scratch.path, "wb")  # noqa: SIM115 (closed at the part's end or on discard)
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._sink is not None and self.upload is not None:
@@ -131,7 +137,6 @@ async def receive_upload(request: Request, *, tmp_dir: Path, max_bytes: int,
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes + _MULTIPART_OVERHEAD:
         raise too_large(max_bytes)
-    tmp_dir.mkdir(parents=True, exist_ok=True)
     collector = _FormCollector(tmp_dir, max_bytes, file_field)
     parser = MultipartParser(options[b"boundary"], collector.callbacks())
     try:
@@ -140,6 +145,9 @@ async def receive_upload(request: Request, *, tmp_dir: Path, max_bytes: int,
         parser.finalize()
         if collector.is_open():
             raise invalid(file_field, "the multipart body ended in the middle of the file")
+    except FormParserError as exc:  # a broken body: no boundary where one belongs, a huge part header...
+        collector.discard()
+        raise invalid(file_field, f"malformed multipart body: {exc}") from None
     except BaseException:
         collector.discard()
         raise

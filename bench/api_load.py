@@ -11,6 +11,11 @@ sending), and records each latency from send to the last body byte.
 
 Prints a table and writes bench/results/api_load.json. Target: p99 <= 25 ms at 200 req/s for
 status polls on 2 cores.
+
+Then the overload step: status polls at twice the target rate (`--overload-rate`). The service must
+shed the excess quickly (503/429 in the error shape, with Retry-After) while the requests it
+accepts keep p99 <= 100 ms, and lose nothing: every request gets an answer, either 200 or a shed
+answer. Its table gives the shed share, the accepted requests' p99 and the lost count.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ RESULTS = REPO / "bench" / "results" / "api_load.json"
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DQBART = str(Path(sys.executable).with_name("dqbart"))
 TARGET = {"workload": "status", "rate": 200, "p99_ms": 25.0}
+OVERLOAD_TARGET = {"accepted_p99_ms": 100.0, "lost": 0}
+SHED_STATUSES = (429, 503)
 REQUEST_TIMEOUT_S = 5.0
 RECIPE = {
     "task": "summarization", "teacher": {"model": "mdl_01ARZ3NDEKTSV4RRFFQ69G5FAV"},
@@ -115,10 +122,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def api_server(database_url: str, data_dir: Path, workers: int) -> Iterator[str]:
+def api_server(database_url: str, data_dir: Path, workers: int,
+               max_in_flight: int | None = None) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DQB_")}
     env.update({"DQB_DATABASE_URL": database_url, "DQB_DATA_DIR": str(data_dir), "DQB_LOG_LEVEL": "WARNING"})
+    if max_in_flight is not None:
+        env["DQB_MAX_IN_FLIGHT"] = str(max_in_flight)
     log = open(data_dir / "api.log", "wb")  # noqa: SIM115 - closed below, after the process
     process = subprocess.Popen([DQBART, "api", "--host", "127.0.0.1", "--port", str(port),
                                 "--workers", str(workers)], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -164,6 +174,10 @@ class KeepAliveClient:
         self.opened: list[asyncio.StreamWriter] = []
 
     async def get(self, path: str) -> int:
+        return (await self.fetch(path))[0]
+
+    async def fetch(self, path: str) -> tuple[int, bytes, bytes]:
+        """(status, head, body)."""
         reader, writer = self.idle.pop() if self.idle else await self._open()
         writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {self.key}\r\n\r\n"
                      .encode())
@@ -171,9 +185,9 @@ class KeepAliveClient:
         status = int(head.split(b" ", 2)[1])
         length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
                       if line.lower().startswith(b"content-length:"))
-        await reader.readexactly(length)
+        body = await reader.readexactly(length)
         self.idle.append((reader, writer))
-        return status
+        return status, head, body
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -228,6 +242,86 @@ async def run_step(base: str, key: str, job_ids: list[str], workload: str, rate:
                 late_sends=late, load_average_1m=round(os.getloadavg()[0], 2))
 
 
+@dataclass(frozen=True)
+class Overload:
+    rate: int
+    seconds: float
+    max_in_flight: int | None  # the API's DQB_MAX_IN_FLIGHT (None: its default)
+    sent: int
+    achieved_rate: float
+    accepted: int
+    shed: int
+    shed_pct: float
+    lost: int  # no answer in time, a broken connection, or any answer but 200 and a well-formed shed
+    accepted_p50_ms: float
+    accepted_p99_ms: float
+    shed_p99_ms: float
+    load_average_1m: float
+
+
+def _well_formed_shed(status: int, head: bytes, body: bytes) -> bool:
+    """503/429 in the error shape, with a Retry-After: what a client can act on."""
+    try:
+        error = json.loads(body)["error"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    has_retry_after = b"\r\nretry-after:" in head.lower()
+    return status in SHED_STATUSES and has_retry_after and {"code", "message"} <= set(error)
+
+
+async def _answered(client: KeepAliveClient, path: str, outcomes: list[tuple[str, float]]) -> None:
+    started = time.perf_counter()
+    try:
+        status, head, body = await asyncio.wait_for(client.fetch(path), REQUEST_TIMEOUT_S)
+        outcome = "ok" if status == 200 else "shed" if _well_formed_shed(status, head, body) else "lost"
+    except (TimeoutError, OSError, asyncio.IncompleteReadError, StopIteration):
+        outcome = "lost"
+    outcomes.append((outcome, (time.perf_counter() - started) * 1000))
+
+
+async def run_overload(base: str, key: str, job_ids: list[str], rate: int, seconds: float,
+                       max_in_flight: int | None) -> Overload:
+    """Status polls at `rate`, open loop, each answer sorted into accepted, shed or lost."""
+    outcomes: list[tuple[str, float]] = []
+    rng = random.Random(rate)
+    client = KeepAliveClient(int(base.rsplit(":", 1)[1]), key)
+    try:
+        total, tasks, start = int(rate * seconds), [], time.perf_counter()
+        for i in range(total):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            path = f"/v1/jobs/{rng.choice(job_ids)}"
+            tasks.append(asyncio.create_task(_answered(client, path, outcomes)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    finally:
+        client.close()
+    by = {kind: [ms for k, ms in outcomes if k == kind] for kind in ("ok", "shed", "lost")}
+    return Overload(rate=rate, seconds=seconds, max_in_flight=max_in_flight, sent=total,
+                    achieved_rate=round(total / elapsed, 1), accepted=len(by["ok"]), shed=len(by["shed"]),
+                    shed_pct=round(100 * len(by["shed"]) / total, 1), lost=len(by["lost"]),
+                    accepted_p50_ms=round(percentile(by["ok"], 0.50), 2),
+                    accepted_p99_ms=round(percentile(by["ok"], 0.99), 2),
+                    shed_p99_ms=round(percentile(by["shed"], 0.99), 2),
+                    load_average_1m=round(os.getloadavg()[0], 2))
+
+
+def print_overload(o: Overload) -> None:
+    header = (f"{'overload':<9}{'rate':>6}{'achieved':>10}{'sent':>7}{'accepted':>10}{'shed %':>8}{'lost':>6}"
+              f"{'acc p50':>9}{'acc p99':>9}{'shed p99':>10}{'load1m':>8}")
+    print(header)
+    print("-" * len(header))
+    print(f"{'status':<9}{o.rate:>6}{o.achieved_rate:>10}{o.sent:>7}{o.accepted:>10}{o.shed_pct:>8}{o.lost:>6}"
+          f"{o.accepted_p50_ms:>9}{o.accepted_p99_ms:>9}{o.shed_p99_ms:>10}{o.load_average_1m:>8}")
+
+
+def overload_verdict(o: Overload) -> dict[str, Any]:
+    met = o.accepted_p99_ms <= OVERLOAD_TARGET["accepted_p99_ms"] and o.lost == OVERLOAD_TARGET["lost"]
+    return {**OVERLOAD_TARGET, "rate": o.rate, "measured_accepted_p99_ms": o.accepted_p99_ms,
+            "measured_lost": o.lost, "shed_pct": o.shed_pct, "met": met}
+
+
 def print_table(steps: list[Step]) -> None:
     header = (f"{'workload':<9}{'rate':>6}{'achieved':>10}{'sent':>7}{'errors':>8}{'p50 ms':>9}{'p90 ms':>9}"
               f"{'p99 ms':>9}{'max ms':>9}{'late':>6}{'load1m':>8}")
@@ -255,6 +349,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--jobs", type=int, default=500, help="jobs per tenant")
     parser.add_argument("--tenants", type=int, default=4)
+    parser.add_argument("--overload-rate", type=int, default=2 * TARGET["rate"],
+                        help="status polls per second of the overload step (0: skip it)")
+    parser.add_argument("--max-in-flight", type=int, default=None, help="the API's DQB_MAX_IN_FLIGHT")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -267,18 +364,30 @@ def main() -> int:
         upgrade_database(settings)
         key, job_ids = seed(settings, args.jobs, args.tenants)
         forget_engines(close=True)  # the scratch database is dropped at the end: no pooled connection stays
-        with api_server(url, Path(tmp), args.workers) as base:
+        with api_server(url, Path(tmp), args.workers, args.max_in_flight) as base:
             steps = []
             for workload in args.workloads:
                 for rate in args.rates:
                     steps.append(asyncio.run(run_step(base, key, job_ids, workload, rate, args.seconds)))
                     print(f"{workload} at {rate}/s: p99 {steps[-1].p99_ms} ms", flush=True)
+            overload = None
+            if args.overload_rate:
+                overload = asyncio.run(run_overload(base, key, job_ids, args.overload_rate, args.seconds,
+                                                    args.max_in_flight))
     print_table(steps)
     verdict = target_verdict(steps)
     print(f"\ntarget: p99 <= {TARGET['p99_ms']} ms for {TARGET['workload']} polls at {TARGET['rate']} req/s: "
           f"measured {verdict['measured_p99_ms']} ms -> {'met' if verdict['met'] else 'NOT met'}")
+    if overload is not None:
+        print()
+        print_overload(overload)
+        shed_verdict = overload_verdict(overload)
+        print(f"\noverload target: accepted p99 <= {OVERLOAD_TARGET['accepted_p99_ms']} ms and nothing lost "
+              f"at {overload.rate} req/s: measured {overload.accepted_p99_ms} ms, {overload.lost} lost, "
+              f"{overload.shed_pct} % shed -> {'met' if shed_verdict['met'] else 'NOT met'}")
     result = {
         "steps": [asdict(s) for s in steps], "target": verdict,
+        "overload": None if overload is None else {**asdict(overload), "target": overload_verdict(overload)},
         "setup": {"uvicorn_workers": args.workers, "database": "PostgreSQL 127.0.0.1:5432, scratch database",
                   "jobs_per_tenant": args.jobs, "tenants": args.tenants,
                   "client": "open loop, raw HTTP/1.1 keep-alive, one process",

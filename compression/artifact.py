@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from transformers import AutoConfig, AutoTokenizer, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from compression.errors import ModelError
+from compression.finite import require_finite
 from compression.layer_map import LayerMap
 from compression.packing import pack_codes, unpack_codes
 from compression.quantizers import dequantize
@@ -47,6 +48,7 @@ def pack(
     teacher_identity: dict[str, Any],
 ) -> None:
     """Write config.json, generation_config.json, tokenizer files, model.safetensors, quantization.json."""
+    require_finite(student.state_dict(), "student", "refusing to pack the student")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors, schemes = _quantized_tensors(student)
@@ -234,6 +236,7 @@ def _state_from_file(
             stored = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     except (OSError, SafetensorError) as exc:
         raise ModelError("artifact", f"cannot read {WEIGHTS_FILE}: {exc}") from None
+    require_finite(stored, "artifact", WEIGHTS_FILE)
     values = {key: tensor for key, tensor in stored.items() if key in manifest["full_precision"]}
     scales: dict[str, torch.Tensor] = {}
     for key, scheme in manifest["tensors"].items():

@@ -83,6 +83,8 @@ def _jsonl_rows(text: str, path: Path, param: str) -> list[tuple[int, dict[str, 
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DatasetError(param, f"{path.name} line {number} is not valid JSON: {exc.msg}") from None
+        except RecursionError:  # the parser recurses per level: [[[[...]]]] exhausts the stack
+            raise DatasetError(param, f"{path.name} line {number} is nested too deeply") from None
         if not isinstance(row, dict):
             raise DatasetError(param, f"{path.name} line {number} is not a JSON object")
         rows.append((number, row))

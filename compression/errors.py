@@ -27,6 +27,10 @@ class RecipeError(UserInputError):
         return cls(param, message)
 
 
+class TrainingDiverged(RecipeError):
+    """The loss or the gradients became NaN or infinite: the recipe's settings do not train."""
+
+
 class DatasetError(UserInputError):
     """A dataset that cannot be used as asked (missing column, empty, not UTF-8...)."""
 

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from compression.errors import RecipeError
 
@@ -19,8 +27,40 @@ RECIPE_VERSION = 1
 ALLOWED_BITS = (2, 4, 8, 32)  # 32 = leave in full precision
 
 
+# Every number in a recipe is bounded, generically (`_Strict._bounded`), so that no value, new
+# fields included, can pass validation and then break the run: an infinite learning rate trained
+# NaN weights, a max_steps of 2**70 overflowed the database. Ints fit the database's INTEGER
+# (steps and counts are stored in it); floats are finite and of a sane magnitude. A few fields
+# have tighter bounds, by name.
+INT_LIMIT = 2**31 - 1
+FLOAT_LIMIT = 1e6
+_FIELD_LIMITS: dict[str, tuple[float, float]] = {
+    "seed": (0, INT_LIMIT),  # numpy's seed is unsigned
+    "lr": (0, 1),  # AdamW; far above any learning rate that trains
+    "epochs": (1, 100_000),  # epochs x batches per epoch must still fit INT_LIMIT steps
+}
+
+
+def _check_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    limit = INT_LIMIT if isinstance(value, int) else FLOAT_LIMIT
+    low, high = _FIELD_LIMITS.get(name, (-limit, limit))
+    if not low <= value <= high:
+        raise ValueError(f"must be between {low} and {high}, got {value}")
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=False)
+    # allow_inf_nan=False: inf and NaN are refused as "not a finite number" (JSON bodies can
+    # carry them: Python's parser reads Infinity and NaN), before any bound is compared.
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=False, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _bounded(cls, v: Any, info: ValidationInfo) -> Any:
+        for item in v if isinstance(v, list) else [v]:
+            _check_number(info.field_name or "", item)
+        return v
 
 
 class TeacherSpec(_Strict):

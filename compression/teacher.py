@@ -17,6 +17,7 @@ from transformers import (
 )
 
 from compression.errors import ModelError
+from compression.finite import require_finite
 from compression.recipe import TeacherSpec
 
 MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
@@ -76,8 +77,9 @@ def load_teacher(
         model = cls.from_pretrained(
             source, attn_implementation="eager", use_safetensors=True, dtype=torch.float32, **options
         )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: weights that do not fit the config
         raise ModelError(param, f"cannot load the model: {exc}") from None
+    require_finite(model.state_dict(), param, "the teacher's weights")
     return model.to(device).eval(), tokenizer
 
 

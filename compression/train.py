@@ -17,6 +17,7 @@ from transformers import PreTrainedModel
 from compression.checkpoint import Checkpointer, TrainingState, restore_checkpoint, snapshot
 from compression.data import ResumableLoader
 from compression.errors import Cancelled
+from compression.finite import check_step
 from compression.losses import LossResult, distillation_loss, task_loss
 from compression.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 from compression.recipe import DistillationSpec, TrainingSpec
@@ -85,6 +86,7 @@ def train(
             (result.total / spec.grad_accum).backward()
             for name, value in result.components.items():
                 losses[name] = losses.get(name, 0.0) + value / spec.grad_accum
+        check_step(state.step + 1, losses["total"], model, _lr_param(stage))
         if spec.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), spec.max_grad_norm)
         optimizer.step()
@@ -190,6 +192,11 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[object]
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def _lr_param(stage: Stage) -> str:
+    """The recipe field that most likely made a diverging run diverge."""
+    return "teacher_training.lr" if stage == "finetuning_teacher" else "training.lr"
 
 
 def _report(progress: ProgressCallback, event: ProgressEvent) -> None:

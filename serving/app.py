@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from api.errors import install_error_handlers
+from api.ratelimit import RateLimits
 from compression.runtime import Form, resolve_device
 from serving import routes
 from serving.batcher import BatchLimits
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
                                      settings.SERVING_MAX_QUEUE, streams=inference_streams(settings)),
         cache_budget_bytes=cache_budget_bytes or settings.SERVING_CACHE_BYTES,
         registry=registry,
+        rate_limits=RateLimits(settings),
         device=settings.DEVICE,
         form=form,
         engine=settings.SERVING_ENGINE,

@@ -16,7 +16,7 @@ from compression.errors import ModelError
 from serving.batcher import QueueFull
 from serving.generation import InputTooLong
 from serving.loading import ArtifactCorrupt, LoadedModel, ModelRecord
-from serving.schemas import InferenceRequest, SummaryText, TranslationText
+from serving.schemas import InferenceRequest, LengthBeyondModel, SummaryText, TranslationText
 from serving.service import InferenceResult, InferenceService, UnknownKey
 
 router = APIRouter(prefix="/v1/models", tags=["inference"])
@@ -77,8 +77,8 @@ def _observed(service: InferenceService, request: Request) -> Iterator[None]:
     except ApiError as exc:
         status = exc.status
         raise
-    except (InputTooLong, QueueFull) as exc:
-        status = 400 if isinstance(exc, InputTooLong) else 429
+    except (InputTooLong, QueueFull, LengthBeyondModel) as exc:
+        status = {InputTooLong: 400, QueueFull: 429, LengthBeyondModel: 422}[type(exc)]
         raise
     finally:
         route = getattr(request.scope.get("route"), "path", request.url.path)
@@ -102,6 +102,7 @@ async def _infer(request: Request, key: str, model_id: str, body: InferenceReque
                  task: str) -> JSONResponse:
     started = time.perf_counter()
     service = _service(request)
+    service.rate_limits.hit("inference", key)
     # The inference app's middleware marks the arrival first; a host app that only includes
     # this router gets it marked here.
     arrival = getattr(request.state, "arrival", None) or service.batcher.arriving()
@@ -111,6 +112,8 @@ async def _infer(request: Request, key: str, model_id: str, body: InferenceReque
             result = await service.generate(loaded, body.texts, body.parameters, arrival)
     except InputTooLong as exc:
         raise ApiError(400, "input_too_long", str(exc), f"inputs.{exc.index}") from None
+    except LengthBeyondModel as exc:
+        raise ApiError(422, "validation_error", str(exc), exc.param) from None
     except QueueFull as exc:
         raise ApiError(429, "rate_limited", str(exc), None, {"Retry-After": str(exc.retry_after_s)}) from None
     finally:

@@ -130,3 +130,22 @@ def resolve_params(requested: GenerationParameters, defaults: dict[str, Any]) ->
         length_penalty=float(pick("length_penalty", 1.0)),
         no_repeat_ngram_size=int(pick("no_repeat_ngram_size", 0)),
     )
+
+
+class LengthBeyondModel(ValueError):
+    """A generation length the model's position table cannot reach; `param` names the setting."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def check_lengths(params: GenerateParams, positions: int) -> None:
+    """Refuse lengths past the decoder's `positions` (max_position_embeddings): generating there
+    indexes beyond the position table. The *_new_tokens settings count after the start token."""
+    for name, room in (("max_length", positions), ("min_length", positions),
+                       ("max_new_tokens", positions - 1), ("min_new_tokens", positions - 1)):
+        value = getattr(params, name)
+        if value is not None and value > room:
+            raise LengthBeyondModel(f"parameters.{name}", f"{name} is {value}, but this model's position "
+                                                          f"table allows at most {room}")

@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.ratelimit import RateLimits
 from compression.runtime import Form, resolve_device
 from serving.batcher import Arrival, Batcher, BatchLimits, Timing
 from serving.cache import Loaded, ModelCache
@@ -22,7 +23,7 @@ from serving.engines import DEFAULT_BUDGET, Engine
 from serving.generation import Generated, GenerationItem, batch_key, encode, run_batch
 from serving.loading import EngineSettings, LoadedModel, ModelRecord, find_model, load_model
 from serving.metrics import ServingMetrics
-from serving.schemas import GenerateParams, GenerationParameters, resolve_params
+from serving.schemas import GenerateParams, GenerationParameters, check_lengths, resolve_params
 from store import tenants
 from store.blobs import BlobStore
 from store.tenants import hash_key
@@ -59,9 +60,10 @@ def stream_threads(cores: int, streams: int) -> int:
 class InferenceService:
     def __init__(self, *, sessions: sessionmaker[Session], blobs: BlobStore, cache_root: Path,
                  limits: BatchLimits, cache_budget_bytes: int, registry: CollectorRegistry,
-                 device: str = "auto", form: Form = "auto", engine: Engine = "auto",
-                 faithfulness_budget: float = DEFAULT_BUDGET) -> None:
+                 rate_limits: RateLimits, device: str = "auto", form: Form = "auto",
+                 engine: Engine = "auto", faithfulness_budget: float = DEFAULT_BUDGET) -> None:
         self.sessions = sessions
+        self.rate_limits = rate_limits  # per-key inference rates, wherever the routes are hosted
         self.blobs = blobs
         self.cache_root = cache_root
         self.device = device
@@ -127,7 +129,9 @@ class InferenceService:
         return await self.cache.get(record.id)
 
     def resolve(self, loaded: LoadedModel, parameters: GenerationParameters) -> GenerateParams:
-        return resolve_params(parameters, loaded.generation_defaults)
+        params = resolve_params(parameters, loaded.generation_defaults)
+        check_lengths(params, loaded.model.config.max_position_embeddings)
+        return params
 
     async def generate(self, loaded: LoadedModel, texts: list[str], parameters: GenerationParameters,
                        arrival: Arrival | None = None) -> InferenceResult:

@@ -93,21 +93,30 @@ def count_active_jobs(session: Session, *, tenant_id: str) -> int:
     return int(session.scalar(active) or 0)
 
 
+class NotCancellable(Exception):
+    """The job had already finished (`status`) when its cancel was asked."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"the job has already finished ({status})")
+        self.status = status
+
+
 def request_cancel(session: Session, *, tenant_id: str, job_id: str) -> Job | None:
     """A queued job is cancelled at once; a running one is flagged and its worker stops within a
-    heartbeat. A finished job is returned unchanged."""
+    heartbeat. A finished job raises NotCancellable and stays as it was."""
     now = utcnow()
     cancelled_now = session.execute(
         update(Job).where(Job.id == job_id, Job.tenant_id == tenant_id, Job.status == "queued")
         .values(status="cancelled", cancel_requested=True, finished_at=now)
     ).rowcount
-    if not cancelled_now:
-        session.execute(
-            update(Job).where(Job.id == job_id, Job.tenant_id == tenant_id, Job.status == "running")
-            .values(cancel_requested=True)
-        )
+    flagged = cancelled_now or session.execute(
+        update(Job).where(Job.id == job_id, Job.tenant_id == tenant_id, Job.status == "running")
+        .values(cancel_requested=True)
+    ).rowcount
     session.commit()
     job = get_job(session, tenant_id=tenant_id, job_id=job_id)
+    if job is not None and not flagged:
+        raise NotCancellable(job.status)
     if job is not None and cancelled_now:
         record_event(session, job_id=job_id, type="message", message="cancelled before it started",
                      data={"kind": "cancelled"})

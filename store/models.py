@@ -30,6 +30,7 @@ from sqlalchemy.types import TypeDecorator
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "user_error")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "user_error")
+INT_MAX = 2**31 - 1  # the largest value of an Integer column (int4 on PostgreSQL)
 EVENT_TYPES = ("message", "metrics", "stage")
 ARTIFACT_KINDS = ("model_upload", "dataset", "compressed_model", "checkpoint")
 MODEL_SOURCES = ("upload", "compression")

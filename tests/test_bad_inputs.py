@@ -7,6 +7,7 @@ the same files below DATA_DIR as before the request.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from api.main import create_app
@@ -59,8 +61,12 @@ class World:
             recipe[section] = {**recipe.get(section, {}), **values} if isinstance(values, dict) else values
         return recipe
 
-    def post_job(self, body: Any) -> httpx.Response:
-        return self.client.post("/v1/jobs", headers=self.owner, json=body)
+    def post_job(self, body: Any, **headers: str) -> httpx.Response:
+        return self.client.post("/v1/jobs", headers={**self.owner, **headers}, json=body)
+
+    def post_multipart(self, body: bytes, boundary: str = "dqb-boundary") -> httpx.Response:
+        headers = {**self.owner, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        return self.client.post("/v1/datasets", headers=headers, content=body)
 
     def post_raw_job(self, content: bytes, content_type: str) -> httpx.Response:
         headers = {**self.owner, "Content-Type": content_type}
@@ -101,6 +107,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_teacher_dir: Path) -> I
         archive = hostile.tar_of(teacher)
         ids = _objects(client, owner, archive)
         ids.update({f"stranger_{k}": v for k, v in _objects(client, stranger, archive).items()})
+        # Loaded once now, so that the serving cache's files are there before any case counts files.
+        warm = client.post(f"/v1/models/{ids['model']}/summarize", headers=owner, json={"inputs": "text"})
+        assert warm.status_code == 200, warm.text
         yield World(client, settings, teacher, owner, stranger, ids)
 
 
@@ -118,6 +127,20 @@ class BadInput:
 
 def _members(extra: dict[str, bytes]) -> Send:
     return lambda w: w.post_model(hostile.tar_of({**w.teacher, **extra}))
+
+
+def _weights(change: Callable[[dict[str, torch.Tensor]], None]) -> Send:
+    return lambda w: w.post_model(hostile.tar_of(hostile.with_weights(w.teacher, change)))
+
+
+def _recipe_text(text: Callable[[World], str]) -> Send:
+    """A recipe body sent as written (JSON numbers such as Infinity, which json= cannot send)."""
+    return lambda w: w.post_raw_job(text(w).encode(), "application/json")
+
+
+FC1 = "model.encoder.layers.0.fc1.weight"
+LONG_NAME_PART = (b'Content-Disposition: form-data; name="file"; filename="' + b"a" * 10_000 + b'.jsonl"',
+                  hostile.jsonl(2))
 
 
 INVALID, SCHEMA, MISSING = "invalid_request", "validation_error", "not_found"
@@ -157,6 +180,22 @@ CASES = [
              lambda w: w.post_job(w.recipe(dataset={"dataset": w.ids["stranger_dataset"]}))),
     BadInput("recipe: negative learning rate", 400, INVALID, "training.lr",
              lambda w: w.post_job(w.recipe(training={"lr": -1.0}))),
+    BadInput("recipe: infinite learning rate", 400, INVALID, "training.lr",
+             _recipe_text(lambda w: json.dumps(w.recipe(training={"lr": float("inf")})))),
+    BadInput("recipe: NaN loss weight", 400, INVALID, "distillation.hidden",
+             _recipe_text(lambda w: json.dumps(w.recipe(distillation={"hidden": float("nan")})))),
+    BadInput("recipe: learning rate above 1", 400, INVALID, "training.lr",
+             lambda w: w.post_job(w.recipe(training={"lr": 1e30}))),
+    BadInput("recipe: max_steps 2^70", 400, INVALID, "training.max_steps",
+             lambda w: w.post_job(w.recipe(training={"max_steps": 2**70}))),
+    BadInput("recipe: negative seed", 400, INVALID, "training.seed",
+             lambda w: w.post_job(w.recipe(training={"seed": -1}))),
+    BadInput("recipe: a byte that is not UTF-8 inside a string", 422, SCHEMA, None,
+             lambda w: w.post_raw_job(b'{"teacher": {"model": "\xff"}}', "application/json")),
+    BadInput("recipe: JSON nested 100 000 levels", 422, SCHEMA, None,
+             lambda w: w.post_raw_job(hostile.nested_json(100_000), "application/json")),
+    BadInput("recipe: empty Idempotency-Key", 400, INVALID, "Idempotency-Key",
+             lambda w: w.post_job(w.recipe(), **{"Idempotency-Key": ""})),
     # datasets (POST /v1/datasets)
     BadInput("dataset: empty file", 400, INVALID, "file", lambda w: w.post_dataset(b"")),
     BadInput("dataset: not UTF-8", 400, INVALID, "file",
@@ -175,6 +214,12 @@ CASES = [
              lambda w: w.post_dataset(b"document,document\na,b\n", "d.csv")),
     BadInput("dataset: unsupported file type", 400, INVALID, "file",
              lambda w: w.post_dataset(b"PAR1", "d.parquet")),
+    BadInput("dataset: a JSONL line nested 100 000 levels", 400, INVALID, "file",
+             lambda w: w.post_dataset(hostile.nested_json(100_000) + b"\n")),
+    BadInput("dataset: a multipart part header of 10 000 characters", 400, INVALID, "file",
+             lambda w: w.post_multipart(hostile.multipart([LONG_NAME_PART]))),
+    BadInput("dataset: a multipart body without its boundary", 400, INVALID, "file",
+             lambda w: w.post_multipart(b"no boundary in here\r\n")),
     # model archives (POST /v1/models)
     BadInput("model: path traversal (../)", 400, INVALID, "file", _members({"../evil.json": b"{}"})),
     BadInput("model: absolute path", 400, INVALID, "file", _members({"/tmp/evil.json": b"{}"})),
@@ -196,6 +241,15 @@ CASES = [
     BadInput("model: corrupt safetensors header", 400, INVALID, "file",
              lambda w: w.post_model(hostile.tar_of({**w.teacher,
                                                     "model.safetensors": hostile.bad_safetensors_header()}))),
+    BadInput("model: a tensor whose shape disagrees with the config", 400, INVALID, "file",
+             _weights(lambda t: t.update({FC1: t[FC1].T.contiguous()}))),
+    BadInput("model: a tensor the architecture lacks", 400, INVALID, "file",
+             _weights(lambda t: t.update({"model.encoder.extra.weight": torch.zeros(2)}))),
+    BadInput("model: a tensor missing", 400, INVALID, "file", _weights(lambda t: t.pop(FC1))),
+    BadInput("model: integer weights", 400, INVALID, "file",
+             _weights(lambda t: t.update({FC1: t[FC1].to(torch.int32)}))),
+    BadInput("model: NaN weights", 400, INVALID, "file",
+             _weights(lambda t: t[FC1].view(-1).__setitem__(0, float("nan")))),
     BadInput("model: not an archive", 400, INVALID, "file", lambda w: w.post_model(b"plain text")),
     BadInput("model: truncated gzip", 400, INVALID, "file",
              lambda w: w.post_model(hostile.tar_of(w.teacher, mode="w:gz")[:4000], "t.tar.gz")),
@@ -218,6 +272,8 @@ CASES = [
              lambda w: w.get("/v1/models", after=w.ids["job"])),
     BadInput("event cursor not a number", 422, SCHEMA, "after",
              lambda w: w.get(f"/v1/jobs/{w.ids['job']}/events", after="abc")),
+    BadInput("event cursor beyond the database's integer", 422, SCHEMA, "after",
+             lambda w: w.get(f"/v1/jobs/{w.ids['job']}/events", after=2**70)),
     BadInput("negative limit", 422, SCHEMA, "limit", lambda w: w.get("/v1/jobs", limit=-1)),
     BadInput("limit too large", 422, SCHEMA, "limit", lambda w: w.get("/v1/datasets", limit=1000)),
     BadInput("no API key", 401, "invalid_api_key", None, lambda w: w.client.get("/v1/jobs")),
@@ -236,6 +292,11 @@ CASES = [
              lambda w: w.summarize({"inputs": "text", "parameters": {"temperature": 0.7}})),
     BadInput("summarize: min_length above max_length", 422, SCHEMA, "parameters",
              lambda w: w.summarize({"inputs": "text", "parameters": {"min_length": 9, "max_length": 3}})),
+    BadInput("summarize: max_length beyond the model's position table", 422, SCHEMA, "parameters.max_length",
+             lambda w: w.summarize({"inputs": "text", "parameters": {"max_length": 1000}})),
+    BadInput("summarize: min_new_tokens beyond the model's position table", 422, SCHEMA,
+             "parameters.min_new_tokens",
+             lambda w: w.summarize({"inputs": "text", "parameters": {"min_new_tokens": 900}})),
     BadInput("summarize: a dataset id in place of a model", 404, MISSING, "id",
              lambda w: w.summarize({"inputs": "text"}, model="dataset")),
     BadInput("summarize: another tenant's model", 404, MISSING, "id",

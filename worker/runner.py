@@ -19,7 +19,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from compression.errors import Cancelled, DatasetError, ModelError, RecipeError, UserInputError
+from compression.errors import (
+    Cancelled,
+    DatasetError,
+    ModelError,
+    RecipeError,
+    TrainingDiverged,
+    UserInputError,
+)
 from compression.recipe import Recipe
 from store import jobs
 from store.blobs import LocalBlobStore
@@ -35,8 +42,9 @@ from worker.results import model_name, store_result
 log = logging.getLogger("dqbart.worker")
 
 LOST = "lost"  # another worker holds the job now: this one wrote nothing final
-_USER_ERROR_CODES = {RecipeError: "invalid_recipe", DatasetError: "invalid_dataset",
-                     ModelError: "invalid_model"}
+# The first matching type names the code: TrainingDiverged is a RecipeError, with its own code.
+_USER_ERROR_CODES = {TrainingDiverged: "training_diverged", RecipeError: "invalid_recipe",
+                     DatasetError: "invalid_dataset", ModelError: "invalid_model"}
 
 
 @dataclass(frozen=True)

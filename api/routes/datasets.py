@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
+from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep, UploadRateDep
 from api.errors import not_found
 from api.ingest import ingest_dataset
 from api.schemas import ERROR_RESPONSES, DatasetObject, Page, cursor, dataset_object, multipart_body
@@ -20,8 +20,8 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=ERROR_RES
 @router.post("", status_code=201, response_model=DatasetObject,
              openapi_extra=multipart_body("a .jsonl (one JSON object per line) or .csv (with a header) file"))
 async def upload_dataset(request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep,
-                         blobs: BlobsDep) -> DatasetObject:
-    upload = await receive_upload(request, tmp_dir=settings.DATA_DIR / "tmp",
+                         blobs: BlobsDep, _rate: UploadRateDep) -> DatasetObject:
+    upload = await receive_upload(request, tmp_dir=settings.tmp_dir,
                                   max_bytes=settings.MAX_UPLOAD_BYTES)
     try:
         dataset = await run_in_threadpool(ingest_dataset, upload, session=session, settings=settings,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, SettingsDep, TenantDep
-from api.errors import ApiError, not_found
+from api.errors import ApiError, invalid, not_found
 from api.recipes import validate_job_recipe
 from api.schemas import (
     ERROR_RESPONSES,
@@ -25,7 +25,7 @@ from api.schemas import (
     metric_point,
 )
 from store import jobs
-from store.models import Job, Tenant, utcnow
+from store.models import INT_MAX, Job, Tenant, utcnow
 from store.settings import Settings
 
 log = logging.getLogger("dqbart.api")
@@ -83,6 +83,10 @@ def create_job(body: Annotated[dict[str, Any], Body(examples=[RECIPE_EXAMPLE])],
                idempotency_key: IdempotencyKey = None) -> JobObject:
     """Validate the recipe against your uploads, store the job, then queue it (201; a replayed
     Idempotency-Key answers 200 with the first job)."""
+    if idempotency_key is not None and not idempotency_key.strip():
+        # An empty key would be one key shared by every request that sends it empty.
+        raise invalid("Idempotency-Key", "the Idempotency-Key header is empty; send a key or leave the "
+                                         "header out")
     recipe = validate_job_recipe(session, tenant_id=tenant.id, body=body).to_dict()
     _check_active_limit(session, settings, tenant, idempotency_key)
     job, created = jobs.create_job(session, tenant_id=tenant.id, recipe=recipe,
@@ -109,17 +113,23 @@ def get_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JobObject:
     return job_object(job, utcnow())
 
 
-@router.post("/{job_id}/cancel", response_model=JobObject)
+@router.post("/{job_id}/cancel", response_model=JobObject, responses={409: ERROR_RESPONSES[400]})
 def cancel_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JobObject:
-    """A queued job is cancelled at once; a running one stops within a few seconds."""
-    job = jobs.request_cancel(session, tenant_id=tenant.id, job_id=job_id)
+    """A queued job is cancelled at once; a running one stops within a few seconds; a finished one
+    (cancelled included) answers 409 `job_not_cancellable` with its status."""
+    try:
+        job = jobs.request_cancel(session, tenant_id=tenant.id, job_id=job_id)
+    except jobs.NotCancellable as exc:
+        raise ApiError(409, "job_not_cancellable", f"job {job_id} has already finished: its status is "
+                                                   f"{exc.status!r}", "id") from None
     if job is None:
         raise not_found("job", job_id)
     return job_object(job, utcnow())
 
 
 @router.get("/{job_id}/events", response_model=Page[EventObject])
-def list_events(job_id: str, tenant: TenantDep, session: SessionDep, after: int | None = None,
+def list_events(job_id: str, tenant: TenantDep, session: SessionDep,
+                after: Annotated[int | None, Query(ge=0, le=INT_MAX)] = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Page[EventObject]:
     """Oldest first; pass the last event id as `after` to read on."""
     page = jobs.list_events(session, tenant_id=tenant.id, job_id=job_id, after=after, limit=limit)

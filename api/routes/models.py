@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
+from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep, UploadRateDep
 from api.downloads import blob_download
 from api.errors import not_found
 from api.exports import ctranslate2_export
@@ -34,8 +34,8 @@ _FORMATS = ("artifact: the packed model as stored; ctranslate2: a folder that ct
 @router.post("", status_code=201, response_model=ModelObject,
              openapi_extra=multipart_body("a .tar, .tar.gz or .zip of a Hugging Face BART/mBART directory"))
 async def upload_model(request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep,
-                       blobs: BlobsDep) -> ModelObject:
-    upload = await receive_upload(request, tmp_dir=settings.DATA_DIR / "tmp",
+                       blobs: BlobsDep, _rate: UploadRateDep) -> ModelObject:
+    upload = await receive_upload(request, tmp_dir=settings.tmp_dir,
                                   max_bytes=settings.MAX_UPLOAD_BYTES)
     try:
         model = await run_in_threadpool(ingest_model, upload, session=session, settings=settings, blobs=blobs,

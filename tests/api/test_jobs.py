@@ -166,3 +166,12 @@ def test_tenant_over_its_active_job_limit_gets_429_but_replays_pass(client: Test
     assert second.json()["error"]["code"] == "too_many_active_jobs"
     client.post(f"/v1/jobs/{first.json()['id']}/cancel", headers=headers)
     assert client.post("/v1/jobs", headers=headers, json=tiny_recipe(*uploads)).status_code == 201
+
+
+def test_cancelling_a_finished_job_is_409_naming_its_status(client: TestClient, auth: Headers,
+                                                            uploads: Uploads) -> None:
+    job = client.post("/v1/jobs", headers=auth, json=tiny_recipe(*uploads)).json()
+    client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
+    again = client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "job_not_cancellable")
+    assert "'cancelled'" in again.json()["error"]["message"]

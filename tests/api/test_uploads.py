@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 import uuid
 import zipfile
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from api.main import create_app
 from store import tenants
 from store.db import session_scope
 from store.settings import Settings
@@ -235,3 +237,26 @@ def test_upload_past_the_tenant_storage_limit_is_413_and_leaves_nothing(client: 
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "storage_limit_exceeded"
     assert stored_files(api_settings) == before
+
+
+@pytest.mark.parametrize(("filename", "data"), [
+    ("bom.jsonl", b'\xef\xbb\xbf{"document": "d", "summary": "s"}\n'),
+    ("bom.csv", b"\xef\xbb\xbfdocument,summary\nd,s\n"),
+])
+def test_a_utf8_byte_order_mark_is_skipped(client: TestClient, auth: Headers, filename: str,
+                                           data: bytes) -> None:
+    response = client.post("/v1/datasets", headers=auth, files={"file": (filename, data)})
+    assert response.status_code == 201, response.text
+    assert response.json()["columns"] == ["document", "summary"]
+
+
+def test_the_sweep_of_stale_temporaries_is_counted_in_metrics(api_settings: Settings, auth: Headers) -> None:
+    api_settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+    orphan = api_settings.tmp_dir / "upload-orphan"
+    orphan.write_bytes(b"x" * 10)
+    os.utime(orphan, (0, 0))  # long ago, and nobody holds its lock: a dead process's
+    with TestClient(create_app(api_settings)) as fresh:
+        text = fresh.get("/metrics", headers=auth).text
+    assert not orphan.exists()
+    assert "dqbart_tmp_swept_entries_total 1.0" in text
+    assert "dqbart_tmp_swept_bytes_total 10.0" in text

@@ -6,7 +6,11 @@ import io
 import json
 import tarfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+
+import safetensors.torch
+import torch
 
 TAR_LINK = {"sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE}
 
@@ -68,3 +72,24 @@ def jsonl(rows: int, **extra: str) -> bytes:
 
 def long_line_jsonl(chars: int) -> bytes:
     return (json.dumps({"document": "x" * chars, "summary": "s"}) + "\n").encode()
+
+
+def with_weights(files: dict[str, bytes],
+                 change: Callable[[dict[str, torch.Tensor]], None]) -> dict[str, bytes]:
+    """The teacher's files with model.safetensors edited by `change` (which edits the tensors in place)."""
+    tensors = safetensors.torch.load(files["model.safetensors"])
+    change(tensors)
+    return {**files, "model.safetensors": safetensors.torch.save(tensors)}
+
+
+def nested_json(depth: int) -> bytes:
+    """A JSON array nested `depth` levels: deeper than any recursive parser's stack."""
+    return b"[" * depth + b"]" * depth
+
+
+def multipart(parts: list[tuple[bytes, bytes]], boundary: bytes = b"dqb-boundary") -> bytes:
+    """A multipart/form-data body from (headers, content) pairs, written by hand so that tests can
+    break it in ways that HTTP clients never do."""
+    body = b"".join(b"--" + boundary + b"\r\n" + headers + b"\r\n\r\n" + content + b"\r\n"
+                    for headers, content in parts)
+    return body + b"--" + boundary + b"--\r\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
+import pytest
 from sqlalchemy.orm import Session
 
 from store import jobs
@@ -190,3 +191,13 @@ def test_queued_job_counts_as_unclaimed_once_its_message_is_old(session: Session
     assert job.id not in [j.id for j in jobs.unclaimed_jobs(session, older_than=30)]
     later = utcnow() + timedelta(seconds=31)
     assert job.id in [j.id for j in jobs.unclaimed_jobs(session, older_than=30, now=later)]
+
+
+def test_cancel_of_a_finished_job_raises_not_cancellable_and_changes_nothing(session: Session,
+                                                                             tenant: Tenant) -> None:
+    job = _running(session, tenant)
+    jobs.finish_job(session, job_id=job.id, worker_id="w1", status="succeeded")
+    with pytest.raises(jobs.NotCancellable) as raised:
+        jobs.request_cancel(session, tenant_id=tenant.id, job_id=job.id)
+    assert raised.value.status == "succeeded"
+    assert not jobs.get_job(session, tenant_id=tenant.id, job_id=job.id).cancel_requested  # type: ignore[union-attr]
