@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from demo.cache import TeacherCache, teacher_key
-from demo.client import ApiError, DqbartClient, extract_tar, tar_directory
 from demo.plan import DEMO_PLAN, QUICK_PLAN, DemoPlan, StudentPlan
-from demo.progress_view import follow_job
 from demo.service import EmbeddedService
 from demo.table import Row, render, student_row, teacher_row
 from demo.teacher import build_teacher
+from dqbart_client import APIStatusError, Client, Job
+from dqbart_client.archives import extract_tar
+from dqbart_client.progress import ProgressView
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO / "data" / "debian-desc-sample"
@@ -57,21 +58,25 @@ def read_jsonl(path: Path, limit: int) -> list[dict[str, str]]:
         return [json.loads(line) for _, line in zip(range(limit), f, strict=False)]
 
 
-def run_job(client: DqbartClient, recipe: dict[str, Any], title: str) -> dict[str, Any]:
-    job = client.create_job(recipe)
-    say(f"submitted {title}: {job['id']}")
+def run_job(client: Client, recipe: dict[str, Any], title: str) -> Job:
+    job = client.jobs.create(recipe)
+    say(f"submitted {title}: {job.id}")
+    view = ProgressView(title, out=sys.stdout)
     try:
-        job = follow_job(client, job["id"], title)
+        job = client.jobs.wait(job.id, on_progress=view)
     except BaseException:
-        client.cancel(job["id"])  # leave nothing running behind an interrupted demo
+        client.jobs.cancel(job.id)  # leave nothing running behind an interrupted demo
         raise
-    if job["status"] != "succeeded":
-        error = job.get("error") or {}
-        raise JobFailed(f"{title} ended {job['status']}: {error.get('code')}: {error.get('message')}")
+    finally:
+        view.close()
+    if job.status != "succeeded":
+        error = job.error
+        raise JobFailed(f"{title} ended {job.status}: {error.code if error else ''}: "
+                        f"{error.message if error else ''}")
     return job
 
 
-def obtain_teacher(client: DqbartClient, plan: DemoPlan, dataset_ids: dict[str, str], work: Path,
+def obtain_teacher(client: Client, plan: DemoPlan, dataset_ids: dict[str, str], work: Path,
                    data_files: list[Path]) -> str:
     """The trained teacher's model id: from the user cache when possible, else trained by a job."""
     cache = TeacherCache()
@@ -79,14 +84,13 @@ def obtain_teacher(client: DqbartClient, plan: DemoPlan, dataset_ids: dict[str, 
     cached = cache.lookup(key)
     if cached is not None:
         say(f"reusing the trained teacher cached at {cached}")
-        return str(client.upload_model(cached, name="demo-teacher")["id"])
+        return client.models.upload(cached, name="demo-teacher").id
     say("building an untrained teacher (BPE tokenizer trained on the sample, random BART weights)")
     initial = build_teacher(work / "teacher-init", plan.teacher_shape)
-    archive = tar_directory(initial, work / "teacher-init.tar")
-    initial_model = client.upload_model(archive, name="demo-teacher-init")
-    job = run_job(client, plan.teacher_recipe(initial_model["id"], dataset_ids), "teacher training")
-    trained_id = str(job["result_model"])
-    archive = client.download(trained_id, work / "teacher.tar")
+    initial_model = client.models.upload(initial, name="demo-teacher-init")
+    job = run_job(client, plan.teacher_recipe(initial_model.id, dataset_ids), "teacher training")
+    trained_id = str(job.result_model)
+    archive = client.models.download(trained_id, work / "teacher.tar")
     report = json.loads((extract_tar(archive.path, work / "teacher") / "report.json").read_text())
     say_input_check(report.get("input_check"))
     stored = cache.store(key, archive.path, {"model_sha256": archive.sha256, "plan": plan.teacher_spec()})
@@ -102,18 +106,18 @@ def say_input_check(check: dict[str, float] | None) -> None:
             "near 0 means it ignores its input)")
 
 
-def compress_student(client: DqbartClient, plan: DemoPlan, student: StudentPlan, teacher_id: str,
+def compress_student(client: Client, plan: DemoPlan, student: StudentPlan, teacher_id: str,
                      dataset_ids: dict[str, str], work: Path) -> tuple[str, dict[str, Any]]:
     job = run_job(client, plan.student_recipe(student, teacher_id, dataset_ids), student.name)
-    model_id = str(job["result_model"])
-    download = client.download(model_id, work / f"{student.name}.tar")
+    model_id = str(job.result_model)
+    download = client.models.download(model_id, work / f"{student.name}.tar")
     say(f"downloaded {download.path.name}: {download.bytes:,} bytes, "
         f"sha256 {download.sha256[:16]}... matches X-Checksum-SHA256")
     report = json.loads((extract_tar(download.path, work / student.name) / "report.json").read_text())
     return model_id, report
 
 
-def show_summaries(client: DqbartClient, models: dict[str, str], docs: list[dict[str, str]],
+def show_summaries(client: Client, models: dict[str, str], docs: list[dict[str, str]],
                    examples: list[dict[str, str]]) -> dict[str, float]:
     """Summaries next to the references; returns each served model's latency in ms per document.
 
@@ -125,14 +129,15 @@ def show_summaries(client: DqbartClient, models: dict[str, str], docs: list[dict
     for name, model_id in models.items():
         try:
             client.summarize(model_id, inputs[:1])  # the first call loads the model: not part of the latency
-        except ApiError as exc:
-            say(f"({name} is not served by the summarize endpoint (HTTP {exc.status}); "
+        except APIStatusError as exc:
+            say(f"({name} is not served by the summarize endpoint (HTTP {exc.status_code}); "
                 "its outputs below come from report.json)")
             by_source = {e["source"]: e.get(name, "") for e in examples}
             texts[f"{name} (report)"] = [by_source.get(text, "-") for text in inputs]
             continue
-        result = client.summarize(model_id, inputs)
-        texts[name], latency[name] = result.texts, 1000.0 * result.seconds / len(inputs)
+        start = time.perf_counter()
+        texts[name] = client.summarize(model_id, inputs)
+        latency[name] = 1000.0 * (time.perf_counter() - start) / len(inputs)
     for index, doc in enumerate(docs):
         text = doc["document"]
         say(f"\n--- document {index + 1}: {text[:200]}{'...' if len(text) > 200 else ''}")
@@ -146,12 +151,12 @@ def demo(plan: DemoPlan, work: Path, service: EmbeddedService) -> list[Row]:
     say(f"starting the service (embedded, data in {service.data_dir}) ...")
     service.start()
     say(f"service up at {service.base_url}")
-    client = DqbartClient(service.base_url, service.create_key("demo"))
+    client = Client(service.base_url, service.create_key("demo"))
     try:
         train = gunzip_to(SAMPLE_DIR / "train.jsonl.gz", work / "train.jsonl", plan.train_rows)
         validation = gunzip_to(SAMPLE_DIR / "validation.jsonl.gz", work / "validation.jsonl")
-        dataset_ids = {"train": client.upload_dataset(train, "debian-desc-train")["id"],
-                       "validation": client.upload_dataset(validation, "debian-desc-validation")["id"]}
+        dataset_ids = {"train": client.datasets.upload(train, "debian-desc-train").id,
+                       "validation": client.datasets.upload(validation, "debian-desc-validation").id}
         say(f"uploaded datasets: {dataset_ids}")
         teacher_id = obtain_teacher(client, plan, dataset_ids, work, [train, validation])
         reports = {}

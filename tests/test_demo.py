@@ -14,7 +14,6 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from demo.cache import TeacherCache, teacher_key
 from demo.plan import QUICK_PLAN
-from demo.progress_view import _describe
 from demo.table import Row, render
 from demo.teacher import QUICK_SHAPE, build_teacher
 
@@ -69,12 +68,3 @@ def test_quick_demo_runs_end_to_end_and_stops_the_service(tmp_path: Path) -> Non
     assert url is not None
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url.group(1)}/health", timeout=2.0)
-
-
-def test_progress_lines_show_stages_and_evaluations_but_not_losses() -> None:
-    evaluation = {"type": "metrics", "data": {"step": 300, "metrics": {"eval/rougeLsum": 7.43}}}
-    loss = {"type": "metrics", "data": {"step": 10, "metrics": {"loss/total": 4.2}}}
-    stage = {"type": "stage", "stage": "distilling", "message": "dq"}
-    assert _describe(evaluation) == "evaluation at step 300: rougeLsum=7.43"
-    assert _describe(loss) is None
-    assert _describe(stage) == "stage: distilling (dq)"
