@@ -63,7 +63,7 @@ def models() -> None:
 @click.option("--name", help="a display name (default: the file or folder name)")
 def models_upload(client: Client, out: Output, path: Path, name: str | None) -> None:
     """Upload a teacher: a Hugging Face BART/mBART folder, or a .tar/.tar.gz/.zip of one."""
-    out.items([client.models.upload(path, name)], Model)
+    out.row(client.models.upload(path, name), Model)
 
 
 @api_command(models, "list")
@@ -107,7 +107,7 @@ def datasets() -> None:
 @click.option("--name", help="a display name (default: the file name)")
 def datasets_upload(client: Client, out: Output, path: Path, name: str | None) -> None:
     """Upload a .jsonl (one JSON object per line) or .csv (with a header) file."""
-    out.items([client.datasets.upload(path, name)], Dataset)
+    out.row(client.datasets.upload(path, name), Dataset)
 
 
 @api_command(datasets, "list")
@@ -142,7 +142,7 @@ def jobs_create(client: Client, out: Output, recipe: Path, wait: bool, idempoten
     if wait:
         click.echo(f"submitted {job.id}", err=True)
         job = _follow(client, job.id)
-    out.items([job], Job)
+    out.row(job, Job)
     if wait and job.status != "succeeded":
         sys.exit(1)
 
@@ -179,7 +179,7 @@ def jobs_events(client: Client, out: Output, job_id: str) -> None:
 @click.argument("job_id")
 def jobs_cancel(client: Client, out: Output, job_id: str) -> None:
     """Cancel a job (a running one stops within seconds)."""
-    out.items([client.jobs.cancel(job_id)], Job)
+    out.row(client.jobs.cancel(job_id), Job)
 
 
 @api_command(jobs, "metrics")

@@ -99,6 +99,13 @@ class Output:
             table.add_row(*(str(cell(item)) for _, cell in COLUMNS[kind]))
         self.console.print(table)
 
+    def row(self, item: BaseModel, kind: type) -> None:
+        """A new or changed object: one table row, or the object itself in JSON."""
+        if self.as_json:
+            self.json(item.model_dump(mode="json"))
+        else:
+            self.items([item], kind)
+
     def one(self, item: BaseModel) -> None:
         """Every field of one object, a row each (nested values as compact JSON)."""
         if self.as_json:

@@ -44,10 +44,10 @@ def as_json(env: dict[str, str], *args: str) -> Any:
 def uploaded(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("cli-uploads")
     teacher = make_tiny_teacher(folder / "tiny-bart", encoder_layers=2, decoder_layers=2)
-    ids = {"model": as_json(env, "models", "upload", str(teacher))[0]["id"]}
+    ids = {"model": as_json(env, "models", "upload", str(teacher))["id"]}
     for split, count in (("train", 48), ("validation", 12)):
         (folder / f"{split}.jsonl").write_bytes(sample_rows(split, count))
-        ids[split] = as_json(env, "datasets", "upload", str(folder / f"{split}.jsonl"))[0]["id"]
+        ids[split] = as_json(env, "datasets", "upload", str(folder / f"{split}.jsonl"))["id"]
     return ids
 
 
@@ -60,7 +60,7 @@ def waited(env: dict[str, str], uploaded: dict[str, str], tmp_path_factory: pyte
 
 @pytest.fixture(scope="module")
 def job(waited: Result) -> dict[str, Any]:
-    return dict(json.loads(waited.stdout)[0])
+    return dict(json.loads(waited.stdout))
 
 
 def test_uploads_are_listed_as_tables(env: dict[str, str], uploaded: dict[str, str]) -> None:
