@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,10 +81,17 @@ def metric_series(points: Sequence[MetricPoint]) -> list[MetricSeries]:
             for name, series in sorted(by_name.items())]
 
 
+PIPE_WIDTH = 240  # a pipe or a file has no width: squeezed to rich's 80 columns, ids would be cut
+
+
+def _console() -> Console:
+    return Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+
+
 @dataclass
 class Output:
     as_json: bool
-    console: Console = field(default_factory=lambda: Console(soft_wrap=False))
+    console: Console = field(default_factory=lambda: _console())
 
     def json(self, data: Any) -> None:
         click.echo(json.dumps(data, indent=2, default=str))

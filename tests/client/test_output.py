@@ -12,7 +12,7 @@ import pytest
 from dqbart_client.cli import _parameters
 from dqbart_client.output import Output, metric_series
 from dqbart_client.plot import plot_metrics
-from dqbart_client.types import Job, MetricPoint
+from dqbart_client.types import Job, MetricPoint, Model
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -46,3 +46,12 @@ def test_the_plot_is_a_png_of_losses_and_evaluations(tmp_path: Path) -> None:
     series = points("loss/total", [3.0, 2.0]) + points("loss/task", [2.0, 1.5]) + points("eval/rouge1", [5.0])
     out = plot_metrics(series, tmp_path / "curves.png", title="job_1")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_table_written_to_a_pipe_keeps_whole_ids(capsys: pytest.CaptureFixture[str]) -> None:
+    model = Model(id="mdl_01M96T5JDYA7RFJCCP9HGBDYRT", name="a-rather-long-teacher-name", source="upload",
+                  architecture="BartForConditionalGeneration", layers={"encoder": 6, "decoder": 6},
+                  parameters=139_420_416, bytes=557_681_664, sha256="0" * 64, created_at=NOW)
+    Output(as_json=False).items([model], Model)
+    out = capsys.readouterr().out
+    assert model.id in out and model.name in out and "557.7 MB" in out
