@@ -29,6 +29,7 @@ from demo.table import Row, render, student_row, teacher_row
 from demo.teacher import build_teacher
 from dqbart_client import APIStatusError, Client, Job
 from dqbart_client.archives import extract_tar
+from dqbart_client.plot import plot_metrics
 from dqbart_client.progress import ProgressView
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,9 +108,11 @@ def say_input_check(check: dict[str, float] | None) -> None:
 
 
 def compress_student(client: Client, plan: DemoPlan, student: StudentPlan, teacher_id: str,
-                     dataset_ids: dict[str, str], work: Path) -> tuple[str, dict[str, Any]]:
+                     dataset_ids: dict[str, str], work: Path, results: Path) -> tuple[str, dict[str, Any]]:
     job = run_job(client, plan.student_recipe(student, teacher_id, dataset_ids), student.name)
     model_id = str(job.result_model)
+    curves = results / f"{student.name.replace(' ', '_')}-curves.png"
+    plot_metrics(client.jobs.metrics(job.id), curves, title=f"{student.name} ({job.id})")
     download = client.models.download(model_id, work / f"{student.name}.tar")
     say(f"downloaded {download.path.name}: {download.bytes:,} bytes, "
         f"sha256 {download.sha256[:16]}... matches X-Checksum-SHA256")
@@ -147,7 +150,7 @@ def show_summaries(client: Client, models: dict[str, str], docs: list[dict[str, 
     return latency
 
 
-def demo(plan: DemoPlan, work: Path, service: EmbeddedService) -> list[Row]:
+def demo(plan: DemoPlan, work: Path, service: EmbeddedService, results: Path) -> list[Row]:
     say(f"starting the service (embedded, data in {service.data_dir}) ...")
     service.start()
     say(f"service up at {service.base_url}")
@@ -163,7 +166,7 @@ def demo(plan: DemoPlan, work: Path, service: EmbeddedService) -> list[Row]:
         models = {"teacher": teacher_id}
         for student in plan.students:
             models[student.name], reports[student.name] = compress_student(
-                client, plan, student, teacher_id, dataset_ids, work)
+                client, plan, student, teacher_id, dataset_ids, work, results)
         first = next(iter(reports.values()))
         docs = read_jsonl(validation, plan.shown_documents)
         latency = show_summaries(client, models, docs, first.get("examples") or [])
@@ -192,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="tiny teacher and a few steps (tests, smoke runs)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="the service's DATA_DIR (default: a temporary folder, removed afterwards)")
+    parser.add_argument("--results", type=Path, default=Path("demo-results"),
+                        help="where the table and the loss-curve plots are written (default: ./demo-results)")
     args = parser.parse_args(argv)
+    args.results.mkdir(parents=True, exist_ok=True)
     plan = QUICK_PLAN if args.quick else DEMO_PLAN
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dqbart-demo-") as tmp, terminate_as_interrupt():
@@ -200,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = args.data_dir or work / "service"
         service = EmbeddedService(data_dir=data_dir, log_path=work / "service.log")
         try:
-            rows = demo(plan, work, service)
+            rows = demo(plan, work, service, args.results)
         except KeyboardInterrupt:
             say("\ninterrupted: stopping the service")
             return 130
@@ -213,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             service.stop()
     say("\n" + render(rows))
+    (args.results / "table.txt").write_text(render(rows) + "\n", encoding="utf-8")
+    say(f"\nresults (the table and each student's loss curves) are in {args.results.resolve()}/")
     say(f"\ndemo finished in {time.monotonic() - start:.0f} s; the service is stopped.")
     return 0
 
