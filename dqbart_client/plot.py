@@ -29,6 +29,7 @@ def plot_metrics(points: Sequence[MetricPoint], out: Path, title: str) -> Path:
 
         matplotlib.use("Agg")  # no display needed: the figure only goes to a file
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError as exc:
         raise DqbartError("--plot needs matplotlib: pip install 'dqbart[plot]'") from exc
     losses, evals = _series(points, "loss/"), _series(points, "eval/")
@@ -42,6 +43,7 @@ def plot_metrics(points: Sequence[MetricPoint], out: Path, title: str) -> Path:
         right.plot(steps, values, marker="o", label=name)
     right.set(title="evaluation (validation split)", xlabel="step", ylabel="score")
     for axes in (left, right):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
         axes.grid(alpha=0.3)
         if axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize="small", frameon=False)
