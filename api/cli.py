@@ -1,4 +1,7 @@
-"""`dqbart`: run the service (embedded or as separate processes), migrate, create API keys."""
+"""`dqbart`: run the service (embedded or as separate processes), migrate, create API keys.
+
+The client commands (models, datasets, jobs, summarize, translate) are dqbart_client's click group.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from dqbart_client.cli import client_cli
 from store.db import session_scope, upgrade_database
 from store.settings import Settings, get_settings
 
@@ -132,7 +136,9 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dqbart", description=__doc__)
+    client_commands = ", ".join(client_cli.commands)
+    parser = argparse.ArgumentParser(prog="dqbart", description=__doc__, epilog=(
+        f"client commands: {client_commands} (dqbart COMMAND --help); they read DQB_API_URL and DQB_API_KEY"))
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="embedded: migrate, then the API and one worker")
     serve.add_argument("--host", default="127.0.0.1")
@@ -161,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in client_cli.commands:
+        client_cli.main(args=argv, prog_name="dqbart")  # exits with the command's status
     args = build_parser().parse_args(argv)
     return int(args.run(args))
 

@@ -1,12 +1,12 @@
 """Check a submitted recipe against the tenant's catalog before anything is queued.
 
-Errors are RecipeError(param, message), which the API answers as 400 naming the field.
+Errors are RecipeError(param, message), which the API answers as 400 naming the field; so are
+the typed body's validation errors inside the recipe (`recipe_error`, used by the jobs route).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
 from compression.errors import RecipeError
@@ -25,9 +25,21 @@ def _check_columns(session: Session, *, tenant_id: str, param: str, dataset_id: 
                                                  f"(its columns: {', '.join(dataset.columns)})")
 
 
-def validate_job_recipe(session: Session, *, tenant_id: str, body: dict[str, Any]) -> Recipe:
-    """The validated recipe; its teacher and datasets must be this tenant's uploads and fit it."""
-    recipe = Recipe.from_dict(body)
+def recipe_error(exc: RequestValidationError) -> RecipeError | None:
+    """A typed recipe body's first error inside the recipe, as the RecipeError that names its field
+    (400, like the checks below); None for a body that is not a JSON object at all (422)."""
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = tuple(first.get("loc", ()))
+    if len(loc) < 2 or loc[0] != "body" or first.get("type") == "json_invalid":  # its loc is a position
+        return None
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if first.get("type") == "extra_forbidden":
+        message = "unknown field"
+    return RecipeError(".".join(str(part) for part in loc[1:]), message)
+
+
+def check_job_recipe(session: Session, *, tenant_id: str, recipe: Recipe) -> Recipe:
+    """The recipe (parsed once, by the route), checked against this tenant's uploads."""
     if recipe.teacher.model is None:
         raise RecipeError("teacher", "through the service the teacher is an uploaded model: {\"model\": ID}")
     if recipe.dataset.dataset is None:

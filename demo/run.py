@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from demo.cache import TeacherCache, built_benchmark_teacher, teacher_key
-from demo.client import ApiError, DqbartClient, extract_tar, tar_directory
 from demo.plan import DEMO_PLAN, QUICK_PLAN, DemoPlan, StudentPlan
-from demo.progress_view import follow_job
 from demo.service import EmbeddedService
 from demo.table import Row, render, student_row, teacher_row
 from demo.teacher import build_teacher
+from dqbart_client import APIStatusError, Client, Job
+from dqbart_client.archives import extract_tar
+from dqbart_client.plot import plot_metrics
+from dqbart_client.progress import ProgressView
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO / "data" / "debian-desc-sample"
@@ -57,21 +59,25 @@ def read_jsonl(path: Path, limit: int) -> list[dict[str, str]]:
         return [json.loads(line) for _, line in zip(range(limit), f, strict=False)]
 
 
-def run_job(client: DqbartClient, recipe: dict[str, Any], title: str) -> dict[str, Any]:
-    job = client.create_job(recipe)
-    say(f"submitted {title}: {job['id']}")
+def run_job(client: Client, recipe: dict[str, Any], title: str) -> Job:
+    job = client.jobs.create(recipe)
+    say(f"submitted {title}: {job.id}")
+    view = ProgressView(title, out=sys.stdout)
     try:
-        job = follow_job(client, job["id"], title)
+        job = client.jobs.wait(job.id, on_progress=view)
     except BaseException:
-        client.cancel(job["id"])  # leave nothing running behind an interrupted demo
+        client.jobs.cancel(job.id)  # leave nothing running behind an interrupted demo
         raise
-    if job["status"] != "succeeded":
-        error = job.get("error") or {}
-        raise JobFailed(f"{title} ended {job['status']}: {error.get('code')}: {error.get('message')}")
+    finally:
+        view.close()
+    if job.status != "succeeded":
+        error = job.error
+        raise JobFailed(f"{title} ended {job.status}: {error.code if error else ''}: "
+                        f"{error.message if error else ''}")
     return job
 
 
-def obtain_teacher(client: DqbartClient, plan: DemoPlan, dataset_ids: dict[str, str], work: Path,
+def obtain_teacher(client: Client, plan: DemoPlan, dataset_ids: dict[str, str], work: Path,
                    data_files: list[Path]) -> str:
     """The trained teacher's model id: the benchmark teacher once built, else the demo's own
     (from the user cache when possible, else trained by a job)."""
@@ -80,8 +86,7 @@ def obtain_teacher(client: DqbartClient, plan: DemoPlan, dataset_ids: dict[str, 
         if built is not None:
             say(f"using the benchmark teacher built by `python -m bench.teacher` ({built})")
             say_input_check(json.loads((built / "report.json").read_text()).get("input_check"))
-            archive = tar_directory(built, work / "benchmark-teacher.tar")
-            return str(client.upload_model(archive, name="debian-desc-teacher")["id"])
+            return client.models.upload(built, name="debian-desc-teacher").id
         say("no benchmark teacher yet: `python -m bench.teacher` builds a much stronger one (6-6, "
             "d_model 256, the full data set; hours on CPU, resumable); using the small demo teacher")
     cache = TeacherCache()
@@ -89,14 +94,13 @@ def obtain_teacher(client: DqbartClient, plan: DemoPlan, dataset_ids: dict[str, 
     cached = cache.lookup(key)
     if cached is not None:
         say(f"reusing the trained teacher cached at {cached}")
-        return str(client.upload_model(cached, name="demo-teacher")["id"])
+        return client.models.upload(cached, name="demo-teacher").id
     say("building an untrained teacher (BPE tokenizer trained on the sample, random BART weights)")
     initial = build_teacher(work / "teacher-init", plan.teacher_shape)
-    archive = tar_directory(initial, work / "teacher-init.tar")
-    initial_model = client.upload_model(archive, name="demo-teacher-init")
-    job = run_job(client, plan.teacher_recipe(initial_model["id"], dataset_ids), "teacher training")
-    trained_id = str(job["result_model"])
-    archive = client.download(trained_id, work / "teacher.tar")
+    initial_model = client.models.upload(initial, name="demo-teacher-init")
+    job = run_job(client, plan.teacher_recipe(initial_model.id, dataset_ids), "teacher training")
+    trained_id = str(job.result_model)
+    archive = client.models.download(trained_id, work / "teacher.tar")
     report = json.loads((extract_tar(archive.path, work / "teacher") / "report.json").read_text())
     say_input_check(report.get("input_check"))
     stored = cache.store(key, archive.path, {"model_sha256": archive.sha256, "plan": plan.teacher_spec()})
@@ -112,18 +116,20 @@ def say_input_check(check: dict[str, float] | None) -> None:
             "near 0 means it ignores its input)")
 
 
-def compress_student(client: DqbartClient, plan: DemoPlan, student: StudentPlan, teacher_id: str,
-                     dataset_ids: dict[str, str], work: Path) -> tuple[str, dict[str, Any]]:
+def compress_student(client: Client, plan: DemoPlan, student: StudentPlan, teacher_id: str,
+                     dataset_ids: dict[str, str], work: Path, results: Path) -> tuple[str, dict[str, Any]]:
     job = run_job(client, plan.student_recipe(student, teacher_id, dataset_ids), student.name)
-    model_id = str(job["result_model"])
-    download = client.download(model_id, work / f"{student.name}.tar")
+    model_id = str(job.result_model)
+    curves = results / f"{student.name.replace(' ', '_')}-curves.png"
+    plot_metrics(client.jobs.metrics(job.id), curves, title=f"{student.name} ({job.id})")
+    download = client.models.download(model_id, work / f"{student.name}.tar")
     say(f"downloaded {download.path.name}: {download.bytes:,} bytes, "
         f"sha256 {download.sha256[:16]}... matches X-Checksum-SHA256")
     report = json.loads((extract_tar(download.path, work / student.name) / "report.json").read_text())
     return model_id, report
 
 
-def show_summaries(client: DqbartClient, models: dict[str, str], docs: list[dict[str, str]],
+def show_summaries(client: Client, models: dict[str, str], docs: list[dict[str, str]],
                    examples: list[dict[str, str]]) -> dict[str, float]:
     """Summaries next to the references; returns each served model's latency in ms per document.
 
@@ -135,14 +141,15 @@ def show_summaries(client: DqbartClient, models: dict[str, str], docs: list[dict
     for name, model_id in models.items():
         try:
             client.summarize(model_id, inputs[:1])  # the first call loads the model: not part of the latency
-        except ApiError as exc:
-            say(f"({name} is not served by the summarize endpoint (HTTP {exc.status}); "
+        except APIStatusError as exc:
+            say(f"({name} is not served by the summarize endpoint (HTTP {exc.status_code}); "
                 "its outputs below come from report.json)")
             by_source = {e["source"]: e.get(name, "") for e in examples}
             texts[f"{name} (report)"] = [by_source.get(text, "-") for text in inputs]
             continue
-        result = client.summarize(model_id, inputs)
-        texts[name], latency[name] = result.texts, 1000.0 * result.seconds / len(inputs)
+        start = time.perf_counter()
+        texts[name] = client.summarize(model_id, inputs)
+        latency[name] = 1000.0 * (time.perf_counter() - start) / len(inputs)
     for index, doc in enumerate(docs):
         text = doc["document"]
         say(f"\n--- document {index + 1}: {text[:200]}{'...' if len(text) > 200 else ''}")
@@ -152,23 +159,23 @@ def show_summaries(client: DqbartClient, models: dict[str, str], docs: list[dict
     return latency
 
 
-def demo(plan: DemoPlan, work: Path, service: EmbeddedService) -> list[Row]:
+def demo(plan: DemoPlan, work: Path, service: EmbeddedService, results: Path) -> list[Row]:
     say(f"starting the service (embedded, data in {service.data_dir}) ...")
     service.start()
     say(f"service up at {service.base_url}")
-    client = DqbartClient(service.base_url, service.create_key("demo"))
+    client = Client(service.base_url, service.create_key("demo"))
     try:
         train = gunzip_to(SAMPLE_DIR / "train.jsonl.gz", work / "train.jsonl", plan.train_rows)
         validation = gunzip_to(SAMPLE_DIR / "validation.jsonl.gz", work / "validation.jsonl")
-        dataset_ids = {"train": client.upload_dataset(train, "debian-desc-train")["id"],
-                       "validation": client.upload_dataset(validation, "debian-desc-validation")["id"]}
+        dataset_ids = {"train": client.datasets.upload(train, "debian-desc-train").id,
+                       "validation": client.datasets.upload(validation, "debian-desc-validation").id}
         say(f"uploaded datasets: {dataset_ids}")
         teacher_id = obtain_teacher(client, plan, dataset_ids, work, [train, validation])
         reports = {}
         models = {"teacher": teacher_id}
         for student in plan.students:
             models[student.name], reports[student.name] = compress_student(
-                client, plan, student, teacher_id, dataset_ids, work)
+                client, plan, student, teacher_id, dataset_ids, work, results)
         first = next(iter(reports.values()))
         docs = read_jsonl(validation, plan.shown_documents)
         latency = show_summaries(client, models, docs, first.get("examples") or [])
@@ -197,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="tiny teacher and a few steps (tests, smoke runs)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="the service's DATA_DIR (default: a temporary folder, removed afterwards)")
+    parser.add_argument("--results", type=Path, default=Path("demo-results"),
+                        help="where the table and the loss-curve plots are written (default: ./demo-results)")
     args = parser.parse_args(argv)
+    args.results.mkdir(parents=True, exist_ok=True)
     plan = QUICK_PLAN if args.quick else DEMO_PLAN
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dqbart-demo-") as tmp, terminate_as_interrupt():
@@ -205,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = args.data_dir or work / "service"
         service = EmbeddedService(data_dir=data_dir, log_path=work / "service.log")
         try:
-            rows = demo(plan, work, service)
+            rows = demo(plan, work, service, args.results)
         except KeyboardInterrupt:
             say("\ninterrupted: stopping the service")
             return 130
@@ -218,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             service.stop()
     say("\n" + render(rows))
+    (args.results / "table.txt").write_text(render(rows) + "\n", encoding="utf-8")
+    say(f"\nresults (the table and each student's loss curves) are in {args.results.resolve()}/")
     say(f"\ndemo finished in {time.monotonic() - start:.0f} s; the service is stopped.")
     return 0
 

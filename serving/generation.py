@@ -14,11 +14,7 @@ import torch
 
 from compression.ct2 import translate
 from serving.loading import LoadedModel
-from serving.schemas import GenerateParams
-
-# HF generate's length bound when neither the request nor the model sets one (max_length 20,
-# the decoder start token included).
-_HF_DEFAULT_NEW_TOKENS = 19
+from serving.schemas import HF_DEFAULT_NEW_TOKENS, GenerateParams
 
 
 class InputTooLong(Exception):
@@ -96,7 +92,7 @@ def _run_ctranslate2(loaded: LoadedModel, params: GenerateParams,
     if params.max_new_tokens is not None:
         most = params.max_new_tokens
     else:
-        most = params.max_length - 1 if params.max_length is not None else _HF_DEFAULT_NEW_TOKENS
+        most = params.max_length - 1 if params.max_length is not None else HF_DEFAULT_NEW_TOKENS
     least = params.min_new_tokens
     if least is None:
         least = max(0, (params.min_length or 0) - 1)

@@ -81,6 +81,11 @@ class TranslationText(BaseModel):
     translation_text: str
 
 
+# HF generate's length bound when neither the request nor the model sets one (max_length 20,
+# the decoder start token included).
+HF_DEFAULT_NEW_TOKENS = 19
+
+
 @dataclass(frozen=True)
 class GenerateParams:
     """Fully resolved settings of one generate call; requests with equal ones share a batch."""
@@ -105,6 +110,9 @@ class GenerateParams:
             value = getattr(self, name)
             if value is not None:
                 kwargs[name] = value
+        if self.max_new_tokens is None and self.max_length is None:
+            # The same bound HF would apply, said explicitly: left implicit, generate warns on every call.
+            kwargs["max_new_tokens"] = HF_DEFAULT_NEW_TOKENS
         return kwargs
 
 

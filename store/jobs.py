@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from store.ids import new_id
-from store.models import FINISHED_STATUSES, Checkpoint, Job, JobEvent, JobMetric, utcnow
+from store.models import FINISHED_STATUSES, TERMINAL_STAGE, Checkpoint, Job, JobEvent, JobMetric, utcnow
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def request_cancel(session: Session, *, tenant_id: str, job_id: str) -> Job | No
     now = utcnow()
     cancelled_now = session.execute(
         update(Job).where(Job.id == job_id, Job.tenant_id == tenant_id, Job.status == "queued")
-        .values(status="cancelled", cancel_requested=True, finished_at=now)
+        .values(status="cancelled", cancel_requested=True, finished_at=now, stage=TERMINAL_STAGE)
     ).rowcount
     flagged = cancelled_now or session.execute(
         update(Job).where(Job.id == job_id, Job.tenant_id == tenant_id, Job.status == "running")
@@ -250,7 +250,8 @@ def finish_job(session: Session, *, job_id: str, worker_id: str, status: str, er
         raise ValueError(f"status must be one of {FINISHED_STATUSES}, got {status!r}")
     finished = session.execute(
         update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running").values(
-            status=status, finished_at=utcnow(), error_code=error_code, error_message=error_message,
+            status=status, stage=TERMINAL_STAGE, finished_at=utcnow(), error_code=error_code,
+            error_message=error_message,
             error_param=error_param, result_model_id=result_model_id,
         )
     ).rowcount == 1

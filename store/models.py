@@ -31,6 +31,9 @@ from sqlalchemy.types import TypeDecorator
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "user_error")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "user_error")
 INT_MAX = 2**31 - 1  # the largest value of an Integer column (int4 on PostgreSQL)
+# A finished job's stage, whatever its status: "succeeded" beside "packing" reads as still packing.
+# Where a failed job stopped is in its events.
+TERMINAL_STAGE = "done"
 EVENT_TYPES = ("message", "metrics", "stage")
 ARTIFACT_KINDS = ("model_upload", "dataset", "compressed_model", "checkpoint")
 MODEL_SOURCES = ("upload", "compression")

@@ -14,7 +14,6 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from demo.cache import TeacherCache, benchmark_teacher_dir, built_benchmark_teacher, teacher_key
 from demo.plan import QUICK_PLAN
-from demo.progress_view import _describe
 from demo.table import Row, render
 from demo.teacher import QUICK_SHAPE, build_teacher
 
@@ -70,23 +69,17 @@ def test_table_shows_missing_values_as_dashes() -> None:
 @pytest.mark.slow
 def test_quick_demo_runs_end_to_end_and_stops_the_service(tmp_path: Path) -> None:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "DQB_DEVICE": "cpu"}
-    done = subprocess.run([sys.executable, "-m", "demo.run", "--quick", "--data-dir", str(tmp_path / "data")],
+    done = subprocess.run([sys.executable, "-m", "demo.run", "--quick", "--data-dir", str(tmp_path / "data"),
+                           "--results", str(tmp_path / "results")],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "matches X-Checksum-SHA256" in done.stdout
     assert "teacher input check: validation loss" in done.stdout
     assert "dq 2-2-8 6-3" in done.stdout.split("demo finished")[0].rsplit("model", 1)[-1]
+    assert "dq 2-2-8 6-3" in (tmp_path / "results" / "table.txt").read_text()
+    assert list((tmp_path / "results").glob("*-curves.png"))
     assert list((tmp_path / "cache" / "dqbart" / "teachers").glob("*/teacher.tar"))
     url = re.search(r"service up at (http://\S+)", done.stdout)
     assert url is not None
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url.group(1)}/health", timeout=2.0)
-
-
-def test_progress_lines_show_stages_and_evaluations_but_not_losses() -> None:
-    evaluation = {"type": "metrics", "data": {"step": 300, "metrics": {"eval/rougeLsum": 7.43}}}
-    loss = {"type": "metrics", "data": {"step": 10, "metrics": {"loss/total": 4.2}}}
-    stage = {"type": "stage", "stage": "distilling", "message": "dq"}
-    assert _describe(evaluation) == "evaluation at step 300: rougeLsum=7.43"
-    assert _describe(loss) is None
-    assert _describe(stage) == "stage: distilling (dq)"

@@ -18,6 +18,17 @@ log = logging.getLogger("dqbart.worker")
 PROGRESS_WRITE_SECONDS = 1.0  # compression reports every step; the row needs far fewer writes
 
 
+def public_text(settings: Settings, text: str) -> str:
+    """`text` without the server's folders: users never see where a worker keeps its files
+    ("writing the artifact to /srv/dqbart/work/job_1/artifact" -> "... to …/job_1/artifact")."""
+    roots = {settings.work_dir, settings.checkpoint_dir, settings.artifact_dir, settings.cache_dir,
+             settings.DATA_DIR}
+    spellings = {str(r) for r in roots} | {str(r.resolve()) for r in roots}  # DATA_DIR may be relative
+    for root in sorted(spellings, key=len, reverse=True):
+        text = text.replace(root, "…")
+    return text
+
+
 def directory_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -45,7 +56,7 @@ class ProgressRecorder:
         if event.kind == "stage":
             # record_event sets the job's stage; step counts belong to the training stages only
             jobs.record_event(self.session, job_id=self.job_id, type="stage", stage=event.stage,
-                              message=event.message or event.stage)
+                              message=public_text(self.settings, event.message or event.stage))
         elif event.kind == "metrics":
             if event.metrics:
                 jobs.record_metrics(self.session, job_id=self.job_id, step=event.step, metrics=event.metrics)
@@ -56,7 +67,7 @@ class ProgressRecorder:
             self._checkpoint(event, Path(event.checkpoint))
         else:
             jobs.record_event(self.session, job_id=self.job_id, type="message", stage=event.stage,
-                              message=event.message, data={"step": event.step})
+                              message=public_text(self.settings, event.message), data={"step": event.step})
 
     def _progress(self, event: ProgressEvent, *, force: bool) -> None:
         now = time.monotonic()

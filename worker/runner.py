@@ -35,7 +35,7 @@ from store.models import Checkpoint, Model
 from store.settings import Settings, get_settings
 from worker.dbretry import retry_db
 from worker.heartbeat import HeartbeatMonitor
-from worker.recorder import ProgressRecorder
+from worker.recorder import ProgressRecorder, public_text
 from worker.refs import resolve_recipe
 from worker.results import model_name, store_result
 
@@ -112,12 +112,12 @@ def _run_claimed(settings: Settings, job: ClaimedJob, worker_id: str) -> str:
         return _end(settings, job, worker_id, paths, status="cancelled", message="cancelled by request")
     except UserInputError as exc:
         code = next((c for t, c in _USER_ERROR_CODES.items() if isinstance(exc, t)), "invalid_input")
-        return _end(settings, job, worker_id, paths, status="user_error", code=code, message=exc.message,
-                    param=exc.param)
+        return _end(settings, job, worker_id, paths, status="user_error", code=code,
+                    message=public_text(settings, exc.message), param=exc.param)
     except Exception as exc:
         log.exception("job %s failed", job.id)
         return _end(settings, job, worker_id, paths, status="failed", code="internal_error",
-                    message=f"{type(exc).__name__}: {exc}")
+                    message=public_text(settings, f"{type(exc).__name__}: {exc}"))
     finally:
         recorder.close()
         shutil.rmtree(paths.work, ignore_errors=True)

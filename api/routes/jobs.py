@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, SettingsDep, TenantDep
 from api.errors import ApiError, invalid, not_found
-from api.recipes import validate_job_recipe
+from api.recipes import check_job_recipe, recipe_error
 from api.schemas import (
     ERROR_RESPONSES,
     CheckpointObject,
@@ -24,12 +27,31 @@ from api.schemas import (
     job_object,
     metric_point,
 )
+from compression.recipe import Recipe
 from store import jobs
 from store.models import INT_MAX, Job, Tenant, utcnow
 from store.settings import Settings
 
 log = logging.getLogger("dqbart.api")
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
+
+
+class RecipeRoute(APIRoute):
+    """The body is the typed Recipe (so /docs shows every field, default and bound); an error inside
+    it answers 400 naming the field, as the checks against the catalog do."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                raise recipe_error(exc) or exc from None
+
+        return route
+
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES, route_class=RecipeRoute)
 
 RECIPE_EXAMPLE = {
     "task": "summarization",
@@ -78,16 +100,17 @@ def _enqueue(request: Request, session: Session, job_id: str) -> None:
 
 @router.post("", status_code=201, response_model=JobObject,
              responses={409: ERROR_RESPONSES[400], 429: ERROR_RESPONSES[400]})
-def create_job(body: Annotated[dict[str, Any], Body(examples=[RECIPE_EXAMPLE])], request: Request,
+def create_job(body: Annotated[Recipe, Body(examples=[RECIPE_EXAMPLE])], request: Request,
                response: Response, tenant: TenantDep, session: SessionDep, settings: SettingsDep,
                idempotency_key: IdempotencyKey = None) -> JobObject:
-    """Validate the recipe against your uploads, store the job, then queue it (201; a replayed
-    Idempotency-Key answers 200 with the first job)."""
+    """The recipe (DESIGN.md §3) with `teacher: {"model": ID}` and `dataset: {"dataset": ID,
+    "validation": ID}` from your uploads: checked against them, stored, then queued (201; a
+    replayed Idempotency-Key answers 200 with the first job)."""
     if idempotency_key is not None and not idempotency_key.strip():
         # An empty key would be one key shared by every request that sends it empty.
         raise invalid("Idempotency-Key", "the Idempotency-Key header is empty; send a key or leave the "
                                          "header out")
-    recipe = validate_job_recipe(session, tenant_id=tenant.id, body=body).to_dict()
+    recipe = check_job_recipe(session, tenant_id=tenant.id, recipe=body).to_dict()
     _check_active_limit(session, settings, tenant, idempotency_key)
     job, created = jobs.create_job(session, tenant_id=tenant.id, recipe=recipe,
                                    idempotency_key=idempotency_key)

@@ -3,7 +3,13 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from serving.schemas import MAX_INPUTS, GenerationParameters, InferenceRequest, resolve_params
+from serving.schemas import (
+    HF_DEFAULT_NEW_TOKENS,
+    MAX_INPUTS,
+    GenerationParameters,
+    InferenceRequest,
+    resolve_params,
+)
 
 
 def test_a_single_string_input_is_one_text() -> None:
@@ -59,3 +65,8 @@ def test_equal_settings_make_equal_batch_keys() -> None:
     first = resolve_params(GenerationParameters(max_new_tokens=8), defaults)
     assert first == resolve_params(GenerationParameters(max_new_tokens=8, truncation=False), defaults)
     assert hash(first) == hash(resolve_params(GenerationParameters(max_new_tokens=8), defaults))
+
+
+def test_without_any_length_bound_the_hf_default_is_asked_explicitly() -> None:
+    kwargs = resolve_params(GenerationParameters(), {}).generate_kwargs()
+    assert kwargs["max_new_tokens"] == HF_DEFAULT_NEW_TOKENS and "max_length" not in kwargs

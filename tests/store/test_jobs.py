@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from store import jobs
 from store.db import session_scope
-from store.models import Job, Tenant, utcnow
+from store.models import TERMINAL_STAGE, Job, Tenant, utcnow
 from store.settings import Settings
 from store.tenants import create_tenant
 
@@ -135,6 +135,18 @@ def test_cancel_of_a_queued_job_cancels_it_at_once(session: Session, tenant: Ten
     job = _job(session, tenant)
     cancelled = jobs.request_cancel(session, tenant_id=tenant.id, job_id=job.id)
     assert cancelled is not None and cancelled.status == "cancelled" and cancelled.finished_at is not None
+
+
+def test_a_finished_job_reads_the_terminal_stage(session: Session, tenant: Tenant) -> None:
+    job = _running(session, tenant, worker="w1")
+    jobs.record_event(session, job_id=job.id, type="stage", stage="packing", message="packing")
+    assert jobs.finish_job(session, job_id=job.id, worker_id="w1", status="succeeded")
+    assert jobs.get_job(session, tenant_id=tenant.id, job_id=job.id).stage == TERMINAL_STAGE  # type: ignore[union-attr]
+
+
+def test_a_queued_job_cancelled_reads_the_terminal_stage(session: Session, tenant: Tenant) -> None:
+    job = _job(session, tenant)
+    assert jobs.request_cancel(session, tenant_id=tenant.id, job_id=job.id).stage == TERMINAL_STAGE  # type: ignore[union-attr]
 
 
 def test_cancel_of_a_running_job_only_flags_it(session: Session, tenant: Tenant) -> None:
