@@ -63,6 +63,7 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     runtime: RuntimeInfo
     max_source_length: int
+    max_positions: int  # the position table's length: no generation may run past it
     generation_defaults: dict[str, Any]
     bytes: int
     load_seconds: float
@@ -160,6 +161,7 @@ def load_model(record: ModelRecord, blobs: BlobStore, cache_root: Path, *, devic
         tokenizer=tokenizer,
         runtime=RuntimeInfo(resolve_device(device), "unloaded", 0, 0, "", 0),
         max_source_length=_max_source_length(model, recipe),
+        max_positions=int(getattr(model.config, "max_position_embeddings", 1024)),
         generation_defaults=_generation_defaults(model, recipe),
         bytes=0,
         load_seconds=0.0,

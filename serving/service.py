@@ -130,7 +130,7 @@ class InferenceService:
 
     def resolve(self, loaded: LoadedModel, parameters: GenerationParameters) -> GenerateParams:
         params = resolve_params(parameters, loaded.generation_defaults)
-        check_lengths(params, loaded.model.config.max_position_embeddings)
+        check_lengths(params, loaded.max_positions)  # loaded.model is None under CTranslate2
         return params
 
     async def generate(self, loaded: LoadedModel, texts: list[str], parameters: GenerationParameters,
