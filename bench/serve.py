@@ -148,7 +148,7 @@ def scenarios(teacher_dir: Path, quick: bool) -> list[Scenario]:
 
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     documents = validation_documents()
-    n1, n16, fixed1, fixed16 = (4, 16, 4, 16) if quick else (16, 64, 8, 32)
+    n1, n16, fixed1, fixed16 = (4, 16, 4, 16) if quick else (12, 48, 6, 16)
     lengths = (64,) if quick else (64, 256, 512)
     result = [Scenario("natural c=1", 1, documents[:n1]), Scenario("natural c=16", 16, documents[:n16])]
     for length in lengths:
@@ -348,6 +348,7 @@ async def _drive(base: str, model_id: str, key: str, scenario: Scenario) -> dict
     pending = list(scenario.texts)
     latencies: list[float] = []
     server_batches: list[int] = []
+    queue_ms: list[float] = []  # before its batch started: waiting for company or for a stream
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         while pending:
@@ -358,6 +359,7 @@ async def _drive(base: str, model_id: str, key: str, scenario: Scenario) -> dict
             response.raise_for_status()
             latencies.append(time.perf_counter() - t0)
             server_batches.append(int(response.headers["X-Batch-Size"]))
+            queue_ms.append(float(response.headers["X-Queue-Time-Ms"]))
 
     async with httpx.AsyncClient(timeout=600) as client:
         warm = scenario.texts[: scenario.concurrency]
@@ -366,7 +368,8 @@ async def _drive(base: str, model_id: str, key: str, scenario: Scenario) -> dict
         started = time.perf_counter()
         await asyncio.gather(*(client_loop(client) for _ in range(scenario.concurrency)))
         wall = time.perf_counter() - started
-    return {"latencies": latencies, "wall": wall, "mean_batch": statistics.fmean(server_batches)}
+    return {"latencies": latencies, "wall": wall, "mean_batch": statistics.fmean(server_batches),
+            "queue_ms_p50": statistics.median(queue_ms)}
 
 
 def _info(base: str, model_id: str, key: str) -> dict[str, Any]:
@@ -424,7 +427,7 @@ def summarize(raw: dict[str, Any]) -> dict[str, float]:
     summary = {"p50_s": round(statistics.median(latencies), 4), "p95_s": round(latencies[p95_index], 4),
                "throughput": round(len(latencies) / raw["wall"], 3)}
     if "mean_batch" in raw:
-        summary["mean_batch"] = round(raw["mean_batch"], 2)
+        summary |= {"mean_batch": round(raw["mean_batch"], 2), "queue_ms_p50": round(raw["queue_ms_p50"], 1)}
     return summary
 
 
@@ -460,7 +463,7 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def print_table(shape: Shape, rows: list[dict[str, Any]], sides: dict[str, Any], cores: int) -> None:
     served = SERVED["ctranslate2"]
     print(f"\n## {shape.name} (vocab {shape.vocab}), {cores} core(s) a side: p50 s / inputs per s "
-          "(served: mean server batch)")
+          "(served: mean server batch, p50 queue time)")
     names = list(sides)
     print("| scenario | " + " | ".join(names) + f" | {served}: p50 x / in/s x vs CTranslate2 int8 teacher "
           "| vs fp32 teacher |")
@@ -478,8 +481,10 @@ def print_table(shape: Shape, rows: list[dict[str, Any]], sides: dict[str, Any],
 
 
 def _cell(result: dict[str, float]) -> str:
-    batch = f" (b {result['mean_batch']:.1f})" if "mean_batch" in result else ""
-    return f"{result['p50_s']:.3f} / {result['throughput']:.2f}{batch}"
+    cell = f"{result['p50_s']:.3f} / {result['throughput']:.2f}"
+    if "mean_batch" in result:
+        cell += f" (b {result['mean_batch']:.1f}, q {result['queue_ms_p50']:.0f} ms)"
+    return cell
 
 
 def print_targets(found: list[dict[str, Any]]) -> None:
