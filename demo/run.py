@@ -3,8 +3,9 @@
 Starts `dqbart serve` (embedded: SQLite, filesystem broker, one worker) on a free local port,
 creates a key, uploads the bundled debian-desc sample, trains the teacher from scratch as a job
 (or re-uploads the one cached by an earlier run), runs two compression jobs with a live
-progress bar, downloads and checks each artifact, summarizes a few validation documents, prints
-a table, and stops everything it started, also on Ctrl-C or error.
+progress bar, downloads and checks each artifact, summarizes a few validation documents, times
+every model through the summarize endpoint, prints a table, and stops everything it started,
+also on Ctrl-C or error.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import gzip
 import json
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -25,7 +27,7 @@ from typing import Any
 from demo.cache import TeacherCache, built_benchmark_teacher, teacher_key
 from demo.plan import DEMO_PLAN, QUICK_PLAN, DemoPlan, StudentPlan
 from demo.service import EmbeddedService
-from demo.table import Row, render, student_row, teacher_row
+from demo.table import Row, Served, render, student_row, teacher_row
 from demo.teacher import build_teacher
 from dqbart_client import APIStatusError, Client, Job
 from dqbart_client.archives import extract_tar
@@ -34,6 +36,8 @@ from dqbart_client.progress import ProgressView
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO / "data" / "debian-desc-sample"
+# Requests timed per model: enough for a steady median, few enough for the quick demo.
+TIMED_DOCUMENTS = 8
 
 
 class JobFailed(RuntimeError):
@@ -130,33 +134,58 @@ def compress_student(client: Client, plan: DemoPlan, student: StudentPlan, teach
 
 
 def show_summaries(client: Client, models: dict[str, str], docs: list[dict[str, str]],
-                   examples: list[dict[str, str]]) -> dict[str, float]:
-    """Summaries next to the references; returns each served model's latency in ms per document.
+                   examples: list[dict[str, str]]) -> None:
+    """Summaries next to the references, with each model's default settings.
 
-    A model the endpoint does not serve (the plain fp32 teacher) is shown from `examples`, the
-    outputs the worker wrote into report.json for the first validation records."""
+    A model the endpoint does not serve is shown from `examples`, the outputs the worker wrote
+    into report.json for the first validation records."""
     inputs = [d["document"] for d in docs]
     texts: dict[str, list[str]] = {}
-    latency: dict[str, float] = {}
     for name, model_id in models.items():
         try:
-            client.summarize(model_id, inputs[:1])  # the first call loads the model: not part of the latency
+            texts[name] = client.summarize(model_id, inputs)
         except APIStatusError as exc:
             say(f"({name} is not served by the summarize endpoint (HTTP {exc.status_code}); "
                 "its outputs below come from report.json)")
             by_source = {e["source"]: e.get(name, "") for e in examples}
             texts[f"{name} (report)"] = [by_source.get(text, "-") for text in inputs]
-            continue
-        start = time.perf_counter()
-        texts[name] = client.summarize(model_id, inputs)
-        latency[name] = 1000.0 * (time.perf_counter() - start) / len(inputs)
     for index, doc in enumerate(docs):
         text = doc["document"]
         say(f"\n--- document {index + 1}: {text[:200]}{'...' if len(text) > 200 else ''}")
         say(f"    {'reference':<17}: {doc['summary']}")
         for name, outputs in texts.items():
             say(f"    {name:<17}: {outputs[index]}")
-    return latency
+
+
+def timing_inputs(plan: DemoPlan, validation: Path) -> tuple[list[str], dict[str, Any]]:
+    """Documents and settings that time every model on the same work: each document cut to
+    words that fit every model's source limit (the teacher's is longer than its students'), the
+    plan's beams, and as many new tokens for every model (a model that stops early is not faster)."""
+    words = plan.max_source_length // 3  # BPE pieces per word stay under 3 on the sample
+    documents = [" ".join(d["document"].split()[:words]) for d in read_jsonl(validation, TIMED_DOCUMENTS)]
+    tokens = plan.max_target_length
+    return documents, {"num_beams": plan.evaluation["num_beams"], "min_new_tokens": tokens,
+                       "max_new_tokens": tokens}
+
+
+def time_served(client: Client, model_id: str, documents: list[str],
+                parameters: dict[str, Any]) -> Served | None:
+    """The model as a user gets it from the API: one document a request, one request at a time,
+    after a warm-up (the first call loads the model); the median request time, and the runtime
+    form the service chose. None where the endpoint does not serve the model."""
+    try:
+        client.summarize(model_id, documents[:1], **parameters)
+    except APIStatusError:
+        return None
+    seconds = [_request_seconds(client, model_id, document, parameters) for document in documents]
+    form = client.request("GET", f"/v1/models/{model_id}/info").json()["runtime"]["form"]
+    return Served(form, 1000.0 * statistics.median(seconds))
+
+
+def _request_seconds(client: Client, model_id: str, document: str, parameters: dict[str, Any]) -> float:
+    start = time.perf_counter()
+    client.summarize(model_id, [document], **parameters)
+    return time.perf_counter() - start
 
 
 def demo(plan: DemoPlan, work: Path, service: EmbeddedService, results: Path) -> list[Row]:
@@ -178,11 +207,15 @@ def demo(plan: DemoPlan, work: Path, service: EmbeddedService, results: Path) ->
                 client, plan, student, teacher_id, dataset_ids, work, results)
         first = next(iter(reports.values()))
         docs = read_jsonl(validation, plan.shown_documents)
-        latency = show_summaries(client, models, docs, first.get("examples") or [])
+        show_summaries(client, models, docs, first.get("examples") or [])
+        documents, parameters = timing_inputs(plan, validation)
+        say(f"\ntiming each model through the API: {len(documents)} documents, one a request, {parameters}")
+        served = {name: time_served(client, model_id, documents, parameters)
+                  for name, model_id in models.items()}
     finally:
         client.close()
-    return [teacher_row(first, latency.get("teacher")),
-            *(student_row(name, report, latency.get(name)) for name, report in reports.items())]
+    return [teacher_row(first, served["teacher"]),
+            *(student_row(name, report, served[name]) for name, report in reports.items())]
 
 
 @contextmanager

@@ -1,9 +1,17 @@
-"""The demo's final table: teacher against students, from report.json and measured latency."""
+"""The demo's final table: teacher against students, from report.json and timed through the API."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Served:
+    """How the service serves a model, timed as a user gets it (see demo.run.time_served)."""
+
+    form: str  # /info runtime.form: ctranslate2_int8, ctranslate2_float32, int8_dynamic, reference
+    ms_per_doc: float
 
 
 @dataclass(frozen=True)
@@ -14,8 +22,7 @@ class Row:
     rouge_lsum: float | None
     bytes: int | None
     ratio: float | None
-    generate_ms: float | None  # per document, in the worker, same batch and settings for every model
-    api_ms: float | None  # per document, through POST /v1/models/{id}/summarize
+    served: Served | None  # None where the endpoint does not serve the model
 
 
 def _metric(metrics: dict[str, Any], name: str) -> float | None:
@@ -25,35 +32,36 @@ def _metric(metrics: dict[str, Any], name: str) -> float | None:
     return None
 
 
-def _generate_ms(report: dict[str, Any], who: str) -> float | None:
-    latency = report.get("latency") or {}
-    seconds, batch = latency.get(f"{who}_seconds"), latency.get("batch_size")
-    return 1000.0 * seconds / batch if isinstance(seconds, int | float) and batch else None
-
-
-def teacher_row(report: dict[str, Any], api_ms: float | None) -> Row:
+def teacher_row(report: dict[str, Any], served: Served | None) -> Row:
     metrics = report.get("teacher_metrics") or {}
     return Row("teacher (fp32)", _metric(metrics, "rouge1"), _metric(metrics, "rouge2"),
-               _metric(metrics, "rougeLsum"), report.get("teacher_bytes"), 1.0,
-               _generate_ms(report, "teacher"), api_ms)
+               _metric(metrics, "rougeLsum"), report.get("teacher_bytes"), 1.0, served)
 
 
-def student_row(name: str, report: dict[str, Any], api_ms: float | None) -> Row:
+def student_row(name: str, report: dict[str, Any], served: Served | None) -> Row:
     metrics = report.get("student_metrics") or {}
     return Row(name, _metric(metrics, "rouge1"), _metric(metrics, "rouge2"), _metric(metrics, "rougeLsum"),
-               report.get("student_bytes"), report.get("compression_ratio"), _generate_ms(report, "student"),
-               api_ms)
+               report.get("student_bytes"), report.get("compression_ratio"), served)
 
 
-def _fmt(value: float | int | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def _fmt(value: float | int | None, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else format(value, spec) + suffix
+
+
+def speedup(row: Row, teacher: Row) -> float | None:
+    """How many times faster than the teacher the row's model answers through the API."""
+    if row.served is None or teacher.served is None:
+        return None
+    return teacher.served.ms_per_doc / row.served.ms_per_doc
 
 
 def render(rows: list[Row]) -> str:
-    header = ("model", "ROUGE-1", "ROUGE-2", "ROUGE-Lsum", "bytes", "ratio", "generate ms/doc", "API ms/doc")
+    """The table; the first row is the teacher that sizes and speed-ups compare with."""
+    header = ("model", "ROUGE-1", "ROUGE-2", "ROUGE-Lsum", "bytes", "smaller", "served as", "API ms/doc",
+              "faster")
     lines = [[r.name, _fmt(r.rouge1, ".2f"), _fmt(r.rouge2, ".2f"), _fmt(r.rouge_lsum, ".2f"),
-              _fmt(r.bytes, ",d"), _fmt(r.ratio, ".1f") + ("x" if r.ratio else ""),
-              _fmt(r.generate_ms, ".1f"), _fmt(r.api_ms, ".1f")]
+              _fmt(r.bytes, ",d"), _fmt(r.ratio, ".1f", "x"), r.served.form if r.served else "-",
+              _fmt(r.served.ms_per_doc if r.served else None, ".1f"), _fmt(speedup(r, rows[0]), ".1f", "x")]
              for r in rows]
     widths = [max(len(header[i]), *(len(line[i]) for line in lines)) for i in range(len(header))]
     out = [_line(header, widths), "  ".join("-" * w for w in widths)]

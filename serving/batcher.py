@@ -6,7 +6,8 @@ until that key has a stream's share of a full batch (`max_batch_size / streams`)
 has waited `max_wait_ms`, and runs the batch: its part of the waiting items shared out among
 all streams (a busy stream's part waits for it), at least a stream's share and at most
 `max_batch_size`. While no batch runs and no request is being read, it waits only until no item
-came for `idle_wait_ms`: a lone request does not wait for company that is not coming. Items
+came for `idle_wait_ms`, and not at all once every client of the batch just answered has sent
+again: a lone request does not wait for company that is not coming. Items
 that arrive while every stream is busy join the next batch. A full queue raises `QueueFull`,
 which the routes answer with 429 and Retry-After.
 """
@@ -119,6 +120,8 @@ class Batcher(Generic[Item, Result]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._recent_batch_s = 1.0  # seconds per batch, smoothed; sizes Retry-After
         self._freed_at = 0.0  # when a batch last finished, freeing its stream
+        # Clients answered by finished batches that have not sent again: the company on its way.
+        self._due = 0
 
     @property
     def depth(self) -> int:
@@ -139,6 +142,7 @@ class Batcher(Generic[Item, Result]):
         loop = asyncio.get_running_loop()
         entries = [_Pending(key, item, loop.create_future()) for item in items]
         self._pending.setdefault(key, deque()).extend(entries)
+        self._due = max(0, self._due - len(entries))
         self._set_depth(self._depth + len(entries))
         wakeup.set()
         try:
@@ -233,6 +237,11 @@ class Batcher(Generic[Item, Result]):
         if self._running:
             return first + self.limits.max_wait_ms / 1000
         # Idle: a burst still coming in keeps the wait going; a lone request goes at once.
+        if not self._due and first - self._freed_at <= self.limits.max_wait_ms / 1000:
+            # Every client of the batch just answered is back, so no company is on its way (a
+            # closed loop at c=1 paid idle_wait_ms on every request). After a quiet spell a
+            # fresh burst may still be coming in: the rule below waits for it.
+            return first
         latest = max(queue[-1].enqueued, self._freed_at)
         return min(first + self.limits.max_wait_ms / 1000, latest + self.limits.idle_wait_ms / 1000)
 
@@ -278,6 +287,7 @@ class Batcher(Generic[Item, Result]):
         elapsed = time.perf_counter() - started
         self._recent_batch_s = 0.8 * self._recent_batch_s + 0.2 * elapsed
         self._on_batch(len(batch))
+        self._due += len(batch)
         for entry, result in zip(batch, results, strict=True):
             if not entry.future.done():
                 entry.future.set_result((result, Timing(started - entry.enqueued, elapsed, len(batch))))

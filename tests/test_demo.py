@@ -14,7 +14,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from demo.cache import TeacherCache, benchmark_teacher_dir, built_benchmark_teacher, teacher_key
 from demo.plan import QUICK_PLAN
-from demo.table import Row, render
+from demo.table import Row, Served, render
 from demo.teacher import QUICK_SHAPE, build_teacher
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,9 +61,18 @@ def test_the_benchmark_teacher_counts_once_its_training_has_finished(
 
 
 def test_table_shows_missing_values_as_dashes() -> None:
-    text = render([Row("teacher (fp32)", 30.0, 10.0, 29.5, 15_000_000, 1.0, 20.0, None),
-                   Row("dq 2-2-8 6-3", 29.0, 9.5, 28.8, 1_000_000, 15.0, 12.3, 15.1)])
+    text = render([Row("teacher (fp32)", 30.0, 10.0, 29.5, 15_000_000, 1.0, None),
+                   Row("dq 2-2-8 6-3", 29.0, 9.5, 28.8, 1_000_000, 15.0, Served("ctranslate2_int8", 12.3))])
     assert "15,000,000" in text and "15.0x" in text and " - " in text.splitlines()[2] + " "
+
+
+def test_table_shows_each_model_served_speed_up_over_the_teacher_beside_its_size() -> None:
+    teacher = Row("teacher (fp32)", 30.0, 10.0, 29.5, 15_000_000, 1.0, Served("ctranslate2_float32", 40.0))
+    student = Row("dq 8-8-8 6-3", 29.0, 9.5, 28.8, 4_000_000, 3.8, Served("ctranslate2_int8", 10.0))
+    header, _, teacher_line, student_line = render([teacher, student]).splitlines()
+    assert header.split()[-4:] == ["as", "API", "ms/doc", "faster"]
+    assert student_line.split()[-4:] == ["3.8x", "ctranslate2_int8", "10.0", "4.0x"]
+    assert teacher_line.split()[-3:] == ["ctranslate2_float32", "40.0", "1.0x"]
 
 
 @pytest.mark.slow
@@ -75,7 +84,8 @@ def test_quick_demo_runs_end_to_end_and_stops_the_service(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "matches X-Checksum-SHA256" in done.stdout
     assert "teacher input check: validation loss" in done.stdout
-    assert "dq 2-2-8 6-3" in done.stdout.split("demo finished")[0].rsplit("model", 1)[-1]
+    table = done.stdout.split("demo finished")[0].rsplit("model", 1)[-1]
+    assert "dq 2-2-8 6-3" in table and "ctranslate2_int8" in table
     assert "dq 2-2-8 6-3" in (tmp_path / "results" / "table.txt").read_text()
     assert list((tmp_path / "results").glob("*-curves.png"))
     assert list((tmp_path / "cache" / "dqbart" / "teachers").glob("*/teacher.tar"))

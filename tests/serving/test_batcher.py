@@ -159,6 +159,21 @@ def test_a_lone_item_on_an_idle_batcher_runs_without_waiting_for_company() -> No
     assert recorder.calls == [("k", ["alone"])]
 
 
+def test_a_lone_client_sending_again_after_its_answer_does_not_wait_for_company() -> None:
+    recorder = Recorder()
+    batcher = Batcher(recorder, BatchLimits(max_batch_size=8, max_wait_ms=60_000, idle_wait_ms=300))
+
+    async def scenario() -> float:
+        await batcher.submit("k", ["first"])  # from a quiet batcher: waits idle_wait_ms for a burst
+        started = time.perf_counter()
+        await batcher.submit("k", ["again"])
+        return time.perf_counter() - started
+
+    again = asyncio.run(scenario())
+    batcher.close()
+    assert again < 0.15 and recorder.calls == [("k", ["first"]), ("k", ["again"])]
+
+
 def test_an_idle_batcher_waits_for_a_burst_still_coming_in() -> None:
     recorder = Recorder()
     batcher = Batcher(recorder, BatchLimits(max_batch_size=8, max_wait_ms=60_000, idle_wait_ms=200))
