@@ -60,6 +60,7 @@ def train_mbart_tokenizer(
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=model, model_type="unigram", vocab_size=vocab_size,
         character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,  # sentencepiece's own order
+        hard_vocab_limit=False,  # a small corpus (smoke runs) ends with fewer pieces instead of failing
         num_threads=1, minloglevel=2,
     )
     config = {"tokenizer_class": "MBart50Tokenizer", "src_lang": src_lang, "tgt_lang": tgt_lang}
