@@ -41,6 +41,18 @@ def train_bart_tokenizer(
     )
 
 
+def train_sentencepiece(texts: Iterable[str], vocab_size: int) -> bytes:
+    """A sentencepiece unigram model (the bytes of a .model file) with sentencepiece's special ids."""
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, model_type="unigram", vocab_size=vocab_size,
+        character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,  # sentencepiece's own order
+        hard_vocab_limit=False,  # a small corpus (smoke runs) ends with fewer pieces instead of failing
+        num_threads=1, minloglevel=2,
+    )
+    return model.getvalue()
+
+
 def train_mbart_tokenizer(
     texts: Iterable[str], vocab_size: int = 8000, src_lang: str = "en_XX", tgt_lang: str = "de_DE"
 ) -> PreTrainedTokenizerBase:
@@ -56,16 +68,9 @@ def train_mbart_tokenizer(
     unigram model exactly but splits a BPE model's text into ~65% more pieces (measured on the
     en-de validation sample), so only a unigram model tokenizes as it was trained.
     """
-    model = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=model, model_type="unigram", vocab_size=vocab_size,
-        character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,  # sentencepiece's own order
-        hard_vocab_limit=False,  # a small corpus (smoke runs) ends with fewer pieces instead of failing
-        num_threads=1, minloglevel=2,
-    )
     config = {"tokenizer_class": "MBart50Tokenizer", "src_lang": src_lang, "tgt_lang": tgt_lang}
     with tempfile.TemporaryDirectory(prefix="mbart-tokenizer-") as tmp:
-        (Path(tmp) / MBART_SPM_FILE).write_bytes(model.getvalue())
+        (Path(tmp) / MBART_SPM_FILE).write_bytes(train_sentencepiece(texts, vocab_size))
         (Path(tmp) / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
         return AutoTokenizer.from_pretrained(tmp)
 
