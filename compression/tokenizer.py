@@ -68,7 +68,10 @@ def train_mbart_tokenizer(
     unigram model exactly but splits a BPE model's text into ~65% more pieces (measured on the
     en-de validation sample), so only a unigram model tokenizes as it was trained.
     """
-    config = {"tokenizer_class": "MBart50Tokenizer", "src_lang": src_lang, "tgt_lang": tgt_lang}
+    # bos_token as facebook/mbart-large-50's special_tokens_map names it: the class leaves it unset,
+    # and CTranslate2's converter needs it.
+    config = {"tokenizer_class": "MBart50Tokenizer", "src_lang": src_lang, "tgt_lang": tgt_lang,
+              "bos_token": "<s>"}
     with tempfile.TemporaryDirectory(prefix="mbart-tokenizer-") as tmp:
         (Path(tmp) / MBART_SPM_FILE).write_bytes(train_sentencepiece(texts, vocab_size))
         (Path(tmp) / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")

@@ -21,7 +21,7 @@ def tokenizer() -> PreTrainedTokenizerBase:
 
 def test_special_tokens_and_language_codes_have_mbart_ids(tokenizer: PreTrainedTokenizerBase) -> None:
     ids = tokenizer.convert_tokens_to_ids(["<s>", "<pad>", "</s>", "<unk>"])
-    assert ids == [0, 1, 2, 3]
+    assert ids == [0, 1, 2, 3] and tokenizer.bos_token == "<s>"
     codes = tokenizer.convert_tokens_to_ids(["en_XX", "de_DE"])
     assert all(code not in (None, tokenizer.unk_token_id) for code in codes)
     assert tokenizer.convert_tokens_to_ids("<mask>") == len(tokenizer) - 1 == 600 + 53
