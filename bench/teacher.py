@@ -124,7 +124,7 @@ def signatures(task: Task, predictions: list[str], references: list[str]) -> dic
     defaults); sacrebleu knows a signature only once the metric has scored something."""
     if task.name != "translation":
         return {}
-    found = {}
+    found: dict[str, str] = {}
     for name, metric in (("bleu", BLEU()), ("chrf", CHRF())):
         metric.corpus_score(predictions, [references])
         found[name] = str(metric.get_signature())
