@@ -2,7 +2,8 @@
 
 Nothing from an archive touches disk before its name and type are checked: no absolute paths,
 no `..`, no links or devices, no pickle-based weight files, a member count and a total size cap.
-Members are copied one by one into the destination (never `extractall`).
+Members are copied one by one into the destination (never `extractall`); members the caller does
+not keep are skipped without being opened.
 """
 
 from __future__ import annotations
@@ -46,8 +47,6 @@ def _checked_parts(name: str) -> tuple[str, ...]:
     parts = PurePosixPath(name).parts
     if ".." in parts:
         raise ArchiveError(f"path traversal in archive: {name!r}")
-    if parts and parts[-1].lower().endswith(FORBIDDEN_SUFFIXES):
-        raise ArchiveError(f"{name!r}: pickle-based weight files are refused; upload model.safetensors")
     return parts
 
 
@@ -119,9 +118,15 @@ def _write_member(member: _Member, dest: Path, budget: int) -> int:
         stream.close()
 
 
-def extract_archive(archive: Path, dest: Path, *, max_bytes: int) -> None:
-    """Unpack `archive` (tar, tar.gz or zip, sniffed from its bytes) into the empty folder `dest`."""
-    total, count = 0, 0
+def _keep_all(name: str) -> bool:
+    return True
+
+
+def extract_archive(archive: Path, dest: Path, *, max_bytes: int,
+                    keep: Callable[[str], bool] = _keep_all) -> list[str]:
+    """Unpack `archive` (tar, tar.gz or zip, sniffed from its bytes) into the empty folder `dest`;
+    the files `keep` refuses (by their path in the archive) are skipped unread and returned."""
+    total, count, dropped = 0, 0, []
     try:
         with _members(archive) as members:
             for member in members:
@@ -130,6 +135,14 @@ def extract_archive(archive: Path, dest: Path, *, max_bytes: int) -> None:
                     raise ArchiveError(f"more than {MAX_MEMBERS} members in the archive")
                 if not member.parts or member.parts[0] == "__MACOSX":  # Finder's resource forks
                     continue
+                name = "/".join(member.parts)
+                if not member.is_dir and not keep(name):
+                    dropped.append(name)
+                    continue
+                if member.parts[-1].lower().endswith(FORBIDDEN_SUFFIXES):
+                    raise ArchiveError(f"{name!r}: pickle-based weight files are refused; "
+                                       "upload model.safetensors")
                 total += _write_member(member, dest, max_bytes - total)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, NotADirectoryError) as exc:
         raise ArchiveError(f"damaged archive ({exc})") from None
+    return dropped

@@ -21,6 +21,16 @@ if TYPE_CHECKING:
 SUPPORTED_ARCHITECTURES = {"bart": "BartForConditionalGeneration", "mbart": "MBartForConditionalGeneration"}
 # Any one of these sets is a tokenizer transformers can load for BART (BPE) or mBART (sentencepiece).
 TOKENIZER_FILE_SETS = (("tokenizer.json",), ("vocab.json", "merges.txt"), ("sentencepiece.bpe.model",))
+# What a model upload keeps of a Hugging Face snapshot: safetensors, JSON (config, tokenizer
+# settings, mBART's language codes) and the tokenizers' data files. The rest, above all the same
+# weights again as pytorch_model.bin, tf_model.h5, flax_model.msgpack or rust_model.ot, is left
+# in the archive unopened: those formats can run code when loaded, and we never need them.
+KEPT_SUFFIXES = (".safetensors", ".json")
+KEPT_TOKENIZER_FILES = ("merges.txt", "sentencepiece.bpe.model")
+CONVERT_HINT = ("download the repository's model.safetensors (`hf download REPO model.safetensors`), "
+                "or convert the weights on a trusted machine: `python -c \"from transformers import "
+                "AutoModelForSeq2SeqLM as M; M.from_pretrained('DIR').save_pretrained('DIR')\"` "
+                "writes DIR/model.safetensors")
 PREVIEW_ROWS = 5
 PREVIEW_CHARS = 500
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -42,6 +52,12 @@ class DatasetSummary:
     rows: int
     columns: list[str]
     preview: list[dict[str, Any]]
+
+
+def kept_in_model(name: str) -> bool:
+    """Whether a model upload keeps the archive member `name` (a path inside the archive)."""
+    base = name.rsplit("/", 1)[-1]
+    return base.endswith(KEPT_SUFFIXES) or base in KEPT_TOKENIZER_FILES
 
 
 def find_model_root(folder: Path) -> Path:
@@ -136,7 +152,8 @@ def check_model_dir(root: Path) -> ModelSummary:
     layers = {"encoder": config.encoder_layers, "decoder": config.decoder_layers}
     weights = root / "model.safetensors"
     if not weights.is_file():
-        raise ModelError("file", "model.safetensors is missing (only safetensors weights are accepted)")
+        raise ModelError("file", "model.safetensors is missing: only safetensors weights are accepted "
+                                 f"(other weight files are left unopened); {CONVERT_HINT}")
     header = safetensors_header(weights)
     parameters = _check_weights(header, layers)  # first: its message names the layers that differ
     model = build_on_meta(config, architecture)

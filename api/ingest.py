@@ -14,7 +14,7 @@ from typing import TypeVar
 from sqlalchemy.orm import Session
 
 from api.archives import extract_archive
-from api.contents import check_model_dir, find_model_root, summarize_dataset
+from api.contents import check_model_dir, find_model_root, kept_in_model, summarize_dataset
 from api.errors import ApiError
 from api.uploads import Upload
 from store import catalog
@@ -65,12 +65,14 @@ def _store(blobs: BlobStore, key: str, source: Path, create_row: Callable[[Store
 
 
 def ingest_model(upload: Upload, *, session: Session, settings: Settings, blobs: BlobStore,
-                 tenant: Tenant) -> Model:
-    """Check an uploaded HF archive, repack it as a plain .tar, and store it as a model."""
+                 tenant: Tenant) -> tuple[Model, list[str]]:
+    """Check an uploaded HF archive, repack what it keeps as a plain .tar, and store it as a model;
+    also the archive's files left out (`contents.kept_in_model`)."""
     with scratch_dir(upload.path.parent, "model-") as work:
         unpacked = work / "unpacked"
         unpacked.mkdir()
-        extract_archive(upload.path, unpacked, max_bytes=settings.MAX_UPLOAD_BYTES)
+        dropped = extract_archive(upload.path, unpacked, max_bytes=settings.MAX_UPLOAD_BYTES,
+                                  keep=kept_in_model)
         root = find_model_root(unpacked)
         summary = check_model_dir(root)
         tar = work / "model.tar"
@@ -84,7 +86,7 @@ def ingest_model(upload: Upload, *, session: Session, settings: Settings, blobs:
                 source="upload", architecture=summary.architecture, layers=summary.layers,
                 parameters=summary.parameters, blob=blob)
 
-        return _store(blobs, f"{tenant.id}/models/{model_id}.tar", tar, create_row)
+        return _store(blobs, f"{tenant.id}/models/{model_id}.tar", tar, create_row), dropped
 
 
 def ingest_dataset(upload: Upload, *, session: Session, settings: Settings, blobs: BlobStore,

@@ -74,6 +74,16 @@ class ModelObject(BaseModel):
     created_at: datetime
 
 
+class UploadedModelObject(ModelObject):
+    """The stored model, and what of the archive it left out."""
+
+    dropped_files: list[str] = Field(
+        default_factory=list,
+        description="archive members left out unopened: weights in other formats (pytorch_model.bin, "
+                    "tf_model.h5, flax_model.msgpack, rust_model.ot) and anything that is not safetensors, "
+                    "JSON, merges.txt or sentencepiece.bpe.model")
+
+
 class DatasetObject(BaseModel):
     id: str
     name: str

@@ -1,6 +1,9 @@
 """Build the benchmark's teacher: a from-scratch BART (6-6, d_model 256) trained on the full
 debian-desc train split until validation ROUGE-Lsum stops rising, then scored on the full
-validation split against the lead-1 baseline (the document's first sentence).
+validation split against the lead-1 baseline (the document's first sentence). With
+`--task translation`: an mBART (same shape, a joint en-de tokenizer with mBART-50's language
+codes) trained on the en-de pairs until validation BLEU stops rising, scored with BLEU and chrF
+(sacrebleu, signatures in the report) against the copy baseline (the English source as output).
 
 One command, resumable: a stopped run continues from its newest checkpoint when started again
 with the same arguments. Everything lives in --out (default: the user cache, outside git):
@@ -14,6 +17,7 @@ with the same arguments. Everything lives in --out (default: the user cache, out
 
     python -m bench.teacher                      # the default teacher, in ~/.cache/dqbart/teachers/
     python -m bench.teacher --quick --out /tmp/t # a tiny smoke run on the bundled sample
+    python -m bench.teacher --task translation   # en->de, in ~/.cache/dqbart/teachers/en-de-d256/
 """
 
 from __future__ import annotations
@@ -22,46 +26,29 @@ import argparse
 import gzip
 import json
 import sys
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from sacrebleu.metrics import BLEU, CHRF
 
 from compression import ProgressEvent, Recipe
 from compression.checkpoint import latest_checkpoint
-from compression.data import Record, read_records
-from compression.evaluate import generate, rouge, score
+from compression.data import read_records
+from compression.evaluate import generate, score
 from compression.pipeline import finetune
 from compression.recipe import EvaluationSpec, TeacherSpec
 from compression.teacher import load_teacher
 from demo.cache import benchmark_teacher_dir
-from demo.teacher import QUICK_SHAPE, TeacherShape, build_teacher
+from demo.teacher import QUICK_SHAPE, TeacherShape, build_teacher, build_translation_teacher
 
 REPO = Path(__file__).resolve().parent.parent
 FULL_DATA = REPO.parent / "shared" / "data" / "debian-desc"
 SAMPLE = REPO / "data" / "debian-desc-sample"
 SHAPE = TeacherShape(d_model=256, ffn_dim=1024, heads=4)
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What decides the teacher; a run resumes only with the same plan (the recipe checks it)."""
-
-    shape: TeacherShape
-    epochs: int = 4
-    batch_size: int = 32
-    lr: float = 5e-4
-    eval_every: int = 500
-    patience: int = 4
-    eval_records: int = 300  # a fixed subset for the curve and model selection; the full split at the end
-    seed: int = 0
-
-
-def default_out(shape: TeacherShape) -> Path:
-    return benchmark_teacher_dir(shape.d_model)
 
 
 def lead_1(document: str) -> str:
@@ -73,8 +60,76 @@ def lead_1(document: str) -> str:
     return first_line
 
 
-def lead_1_scores(records: Sequence[Record]) -> dict[str, float]:
-    return rouge([lead_1(r.source) for r in records], [r.target for r in records])
+def copy_source(source: str) -> str:
+    """The translation baseline: the untranslated source (what BLEU gives for shared names and numbers)."""
+    return source
+
+
+@dataclass(frozen=True)
+class Task:
+    """What differs between the summarization and the translation teacher."""
+
+    name: str  # the recipe's task
+    data: str  # folder name in the teacher cache
+    train: Path  # the full splits
+    validation: Path
+    sample: tuple[Path, Path]  # the bundled sample's train and validation files (--quick)
+    fields: tuple[str, str]  # source and target fields of the records
+    max_lengths: tuple[int, int]  # source and target tokens
+    languages: tuple[str, str] | None  # mBART's src_lang, tgt_lang
+    metrics: tuple[str, ...]
+    baseline: str
+    baseline_output: Callable[[str], str]
+    build: Callable[..., Path]  # (out_dir, shape, seed, train_file=...) -> the untrained teacher
+    epochs: int  # an upper bound: patience on the validation metric usually stops earlier
+
+
+SUMMARIZATION = Task(
+    "summarization", "debian", FULL_DATA / "train.jsonl.gz", FULL_DATA / "validation.jsonl.gz",
+    (SAMPLE / "train.jsonl.gz", SAMPLE / "validation.jsonl.gz"), ("document", "summary"), (128, 32), None,
+    ROUGE_KEYS, "lead_1", lead_1, build_teacher, epochs=4,
+)
+TRANSLATION = Task(
+    "translation", "en-de", FULL_DATA / "en-de" / "train.jsonl.gz",
+    FULL_DATA / "en-de" / "validation.jsonl.gz",
+    (SAMPLE / "en-de-train.jsonl.gz", SAMPLE / "en-de-validation.jsonl.gz"), ("source", "target"), (128, 128),
+    ("en_XX", "de_DE"), ("bleu", "chrf"), "copy", copy_source, build_translation_teacher,
+    # 12,390 steps at most, 7-13 CPU hours (docs/results/translation-v1); patience ends it sooner
+    # when BLEU stalls.
+    epochs=10,
+)
+TASKS = {task.name: task for task in (SUMMARIZATION, TRANSLATION)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What decides the teacher; a run resumes only with the same plan (the recipe checks it)."""
+
+    shape: TeacherShape
+    task: str = "summarization"
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float = 5e-4
+    eval_every: int = 500
+    patience: int = 4
+    eval_records: int = 300  # a fixed subset for the curve and model selection; the full split at the end
+    seed: int = 0
+
+
+def default_out(plan: Plan) -> Path:
+    return benchmark_teacher_dir(plan.shape.d_model, TASKS[plan.task].data)
+
+
+def signatures(task: Task, predictions: list[str], references: list[str]) -> dict[str, str]:
+    """sacrebleu's signatures of the settings `compression.evaluate.bleu_chrf` scores with (its
+    defaults); sacrebleu knows a signature only once the metric has scored something."""
+    if task.name != "translation":
+        return {}
+    found: dict[str, str] = {}
+    for name, metric in (("bleu", BLEU()), ("chrf", CHRF())):
+        metric.corpus_score(predictions, [references])
+        found[name] = str(metric.get_signature())
+    return found
 
 
 def write_subset(source: Path, dest: Path, count: int) -> Path:
@@ -87,18 +142,23 @@ def write_subset(source: Path, dest: Path, count: int) -> Path:
 
 
 def teacher_recipe(plan: Plan, out: Path, train: Path, subset: Path) -> Recipe:
+    task = TASKS[plan.task]
+    (source_field, target_field), (source_length, target_length) = task.fields, task.max_lengths
+    languages = dict(zip(("src_lang", "tgt_lang"), task.languages, strict=True)) if task.languages else {}
     return Recipe.from_dict({
-        "task": "summarization",
+        "task": task.name,
+        **languages,
         "method": "finetune",
         "teacher": {"path": str(out / "init")},
-        "dataset": {"train": str(train), "validation": str(subset)},
+        "dataset": {"train": str(train), "validation": str(subset),
+                    "source_field": source_field, "target_field": target_field},
         "teacher_training": {
             "epochs": plan.epochs, "lr": plan.lr, "batch_size": plan.batch_size, "warmup_ratio": 0.03,
-            "weight_decay": 0.01, "max_source_length": 128, "max_target_length": 32, "seed": plan.seed,
-            "eval_every": plan.eval_every, "checkpoint_every": plan.eval_every, "patience": plan.patience,
-            "log_every": 50,
+            "weight_decay": 0.01, "max_source_length": source_length, "max_target_length": target_length,
+            "seed": plan.seed, "eval_every": plan.eval_every, "checkpoint_every": plan.eval_every,
+            "patience": plan.patience, "log_every": 50,
         },
-        "evaluation": {"num_beams": 2, "max_length": 32, "batch_size": 50},
+        "evaluation": {"num_beams": 2, "max_length": target_length, "batch_size": 50},
     })
 
 
@@ -149,7 +209,7 @@ def train_teacher(plan: Plan, out: Path, train: Path, validation: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     check_same_plan(plan, out / "plan.json")
     if not (out / "init" / "model.safetensors").is_file():
-        build_teacher(out / "init", plan.shape, plan.seed, train_file=train)
+        TASKS[plan.task].build(out / "init", plan.shape, plan.seed, train_file=train)
     subset = write_subset(validation, out / "validation-subset.jsonl.gz", plan.eval_records)
     recipe = teacher_recipe(plan, out, train, subset)
     (out / "recipe.json").write_text(recipe.to_json(), encoding="utf-8")
@@ -163,26 +223,37 @@ def train_teacher(plan: Plan, out: Path, train: Path, validation: Path) -> Path:
 
 
 def final_report(plan: Plan, out: Path, validation: Path, num_beams: int) -> dict[str, Any]:
-    """The trained teacher and lead-1 on the full validation split, with the learning curve."""
-    records = read_records(validation, "document", "summary", param="--validation")
+    """The trained teacher and the task's baseline on the full validation split, with the learning curve."""
+    task = TASKS[plan.task]
+    records = read_records(validation, *task.fields, param="--validation")
     model, tokenizer = load_teacher(TeacherSpec(path=str(out / "teacher")))
-    spec = EvaluationSpec(num_beams=num_beams, max_length=32, batch_size=50)
-    predictions = generate(model, tokenizer, [r.source for r in records], spec, max_source_length=128)
-    teacher = score("summarization", predictions, [r.target for r in records])
-    lead = lead_1_scores(records)
+    forced_bos = None
+    if task.languages:  # the source language code on the inputs, the target code forced first
+        tokenizer.src_lang = task.languages[0]
+        forced_bos = tokenizer.convert_tokens_to_ids(task.languages[1])
+    spec = EvaluationSpec(num_beams=num_beams, max_length=task.max_lengths[1], batch_size=50)
+    predictions = generate(model, tokenizer, [r.source for r in records], spec,
+                           max_source_length=task.max_lengths[0], forced_bos_token_id=forced_bos)
+    references = [r.target for r in records]
+    teacher = score(task.name, predictions, references)
+    baseline = score(task.name, [task.baseline_output(r.source) for r in records], references)
     trained = json.loads((out / "teacher" / "report.json").read_text(encoding="utf-8"))
     report = {
         "plan": asdict(plan),
         "validation_records": len(records),
         "num_beams": num_beams,
+        "metrics": list(task.metrics),
+        "signatures": signatures(task, predictions, references),
+        "baseline": task.baseline,
         "teacher": teacher,
-        "lead_1": lead,
-        "margin_over_lead_1": {k: teacher[k] - lead[k] for k in ROUGE_KEYS},
+        task.baseline: baseline,
+        f"margin_over_{task.baseline}": {k: teacher[k] - baseline[k] for k in task.metrics},
         "training_steps": trained["training_steps"],
         "parameters": trained["parameters"],
         "input_check": trained["input_check"],
         "curve": read_curve(out / "curve.jsonl"),
-        "examples": [{"document": r.source, "reference": r.target, "teacher": p, "lead_1": lead_1(r.source)}
+        "examples": [{task.fields[0]: r.source, "reference": r.target, "teacher": p,
+                      task.baseline: task.baseline_output(r.source)}
                      for r, p in zip(records[:5], predictions[:5], strict=True)],
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -190,39 +261,51 @@ def final_report(plan: Plan, out: Path, validation: Path, num_beams: int) -> dic
     return report
 
 
+METRIC_TITLES = {"rouge1": "R-1", "rouge2": "R-2", "rougeL": "R-L", "rougeLsum": "R-Lsum",
+                 "bleu": "BLEU", "chrf": "chrF"}
+
+
 def report_lines(report: dict[str, Any]) -> list[str]:
     plan, n = report["plan"], report["validation_records"]
+    metrics, baseline = report["metrics"], report["baseline"]
+    task = TASKS[plan["task"]]
+    model = "mBART (en_XX -> de_DE)" if task.languages else "BART"
+    titles = " | ".join(METRIC_TITLES[k] for k in metrics)
+    rule = "|---" * (len(metrics) + 1) + "|"
     lines = [
-        f"# Teacher: BART 6-6, d_model {plan['shape']['d_model']}, {report['parameters']:,} parameters",
+        f"# Teacher: {model} 6-6, d_model {plan['shape']['d_model']}, {report['parameters']:,} parameters",
         "",
-        f"Full validation split ({n} records), beam {report['num_beams']}, 32 tokens; "
+        f"Full validation split ({n} records), beam {report['num_beams']}, {task.max_lengths[1]} tokens; "
         f"{report['training_steps']} steps of batch {plan['batch_size']}.",
+        *[f"sacrebleu {name}: `{signature}`" for name, signature in report["signatures"].items()],
         "",
-        "| row | R-1 | R-2 | R-L | R-Lsum |",
-        "|---|---|---|---|---|",
+        f"| row | {titles} |",
+        rule,
     ]
-    for name in ("teacher", "lead_1", "margin_over_lead_1"):
-        lines.append(f"| {name} | " + " | ".join(f"{report[name][k]:.2f}" for k in ROUGE_KEYS) + " |")
+    for name in ("teacher", baseline, f"margin_over_{baseline}"):
+        lines.append(f"| {name} | " + " | ".join(f"{report[name][k]:.2f}" for k in metrics) + " |")
     lines += ["", f"Learning curve (the first {plan['eval_records']} validation records, beam 2):", "",
-              "| step | val loss | shuffled loss | gap (nats) | R-1 | R-2 | R-Lsum |",
-              "|---|---|---|---|---|---|---|"]
+              f"| step | val loss | shuffled loss | gap (nats) | {titles} |",
+              "|---|---|---|" + rule]
     for row in report["curve"]:
         lines.append(f"| {row['step']} | {row.get('matched_loss', float('nan')):.3f} | "
                      f"{row.get('shuffled_loss', float('nan')):.3f} | {row.get('gap', float('nan')):.3f} | "
-                     f"{row['rouge1']:.2f} | {row['rouge2']:.2f} | {row['rougeLsum']:.2f} |")
+                     + " | ".join(f"{row[k]:.2f}" for k in metrics) + " |")
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, help="default: ~/.cache/dqbart/teachers/debian-d<d_model>")
-    parser.add_argument("--train", type=Path, default=FULL_DATA / "train.jsonl.gz")
-    parser.add_argument("--validation", type=Path, default=FULL_DATA / "validation.jsonl.gz")
+    parser.add_argument("--task", choices=sorted(TASKS), default="summarization")
+    parser.add_argument("--out", type=Path,
+                        help="default: ~/.cache/dqbart/teachers/<debian|en-de>-d<d_model>")
+    parser.add_argument("--train", type=Path, help="default: the task's full train split in ../shared/data")
+    parser.add_argument("--validation", type=Path, help="default: the task's full validation split")
     parser.add_argument("--d-model", type=int, default=SHAPE.d_model)
     parser.add_argument("--ffn-dim", type=int, default=SHAPE.ffn_dim)
     parser.add_argument("--init-std", type=float, default=SHAPE.init_std)
     parser.add_argument("--lr", type=float, default=Plan.lr)
-    parser.add_argument("--epochs", type=int, default=Plan.epochs)
+    parser.add_argument("--epochs", type=int, help="default: 4 (summarization), 10 (translation)")
     parser.add_argument("--eval-every", type=int, default=Plan.eval_every)
     parser.add_argument("--eval-records", type=int, default=Plan.eval_records)
     parser.add_argument("--num-beams", type=int, default=4, help="for the final full-split scores")
@@ -231,18 +314,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tiny model on the bundled sample")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    task = TASKS[args.task]
+    train, validation = args.train or task.train, args.validation or task.validation
     if args.quick:
-        plan = Plan(QUICK_SHAPE, epochs=1, batch_size=16, lr=1e-3, eval_every=20, eval_records=20)
-        args.train, args.validation = SAMPLE / "train.jsonl.gz", SAMPLE / "validation.jsonl.gz"
+        plan = Plan(QUICK_SHAPE, task.name, epochs=1, batch_size=16, lr=1e-3, eval_every=20, eval_records=20)
+        train, validation = task.sample
     else:
-        shape = TeacherShape(**{**asdict(SHAPE), "d_model": args.d_model, "ffn_dim": args.ffn_dim,
-                                "init_std": args.init_std})
-        plan = Plan(shape, epochs=args.epochs, lr=args.lr, eval_every=args.eval_every,
-                    eval_records=args.eval_records)
-    out = args.out or default_out(plan.shape)
+        shape = replace(SHAPE, d_model=args.d_model, ffn_dim=args.ffn_dim, init_std=args.init_std)
+        plan = Plan(shape, task.name, epochs=args.epochs or task.epochs, lr=args.lr,
+                    eval_every=args.eval_every, eval_records=args.eval_records)
+    out = args.out or default_out(plan)
     if not args.report_only:
-        train_teacher(plan, out, args.train, args.validation)
-    report = final_report(plan, out, args.validation, args.num_beams)
+        train_teacher(plan, out, train, validation)
+    report = final_report(plan, out, validation, args.num_beams)
     print("\n".join(report_lines(report)))
     print(f"teacher: {out / 'teacher'}", file=sys.stderr)
     return 0

@@ -25,9 +25,10 @@ def teacher_key(spec: dict[str, Any], data_files: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def benchmark_teacher_dir(d_model: int = 256) -> Path:
-    """Where `python -m bench.teacher` builds its teacher (the full data set, hours of CPU)."""
-    return cache_root() / "teachers" / f"debian-d{d_model}"
+def benchmark_teacher_dir(d_model: int = 256, data: str = "debian") -> Path:
+    """Where `python -m bench.teacher` builds its teacher (the full data set, hours of CPU);
+    `data` is "en-de" for the translation teacher."""
+    return cache_root() / "teachers" / f"{data}-d{d_model}"
 
 
 def built_benchmark_teacher() -> Path | None:

@@ -1,7 +1,9 @@
-"""Build the initial (untrained) teacher directory: our own tokenizer plus a random small BART.
+"""Build the initial (untrained) teacher directory: our own tokenizer plus a random small BART
+(summarization) or mBART (translation).
 
-No model hub is reachable, so the demo starts from a byte-level BPE tokenizer trained on the
-bundled sample and a randomly initialised BART; the service then trains it on the task.
+No model hub is reachable, so the demo starts from a tokenizer trained on the bundled sample (a
+byte-level BPE for BART; a joint en-de sentencepiece model with mBART-50's language codes for
+mBART) and a randomly initialised model; the service then trains it on the task.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from transformers import BartConfig, BartForConditionalGeneration
+from transformers import BartConfig, BartForConditionalGeneration, MBartConfig, MBartForConditionalGeneration
 
-from compression.tokenizer import train_bart_tokenizer
+from compression.tokenizer import train_bart_tokenizer, train_mbart_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_TRAIN = REPO / "data" / "debian-desc-sample" / "train.jsonl.gz"
+SAMPLE_EN_DE_TRAIN = REPO / "data" / "debian-desc-sample" / "en-de-train.jsonl.gz"
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,9 @@ def sample_texts(path: Path = SAMPLE_TRAIN,
             yield from (record[name] for name in fields)
 
 
-def bart_config(shape: TeacherShape, vocab_size: int) -> BartConfig:
-    return BartConfig(
+def bart_config(shape: TeacherShape, vocab_size: int,
+                cls: type[BartConfig | MBartConfig] = BartConfig) -> BartConfig | MBartConfig:
+    return cls(
         vocab_size=vocab_size,
         d_model=shape.d_model,
         encoder_layers=shape.encoder_layers,
@@ -84,6 +88,25 @@ def build_teacher(out_dir: Path, shape: TeacherShape = DEMO_SHAPE, seed: int = 0
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     info = {"shape": asdict(shape), "seed": seed}
+    (out_dir / "demo_teacher.json").write_text(json.dumps(info, indent=2) + "\n")
+    return out_dir
+
+
+def build_translation_teacher(out_dir: Path, shape: TeacherShape = DEMO_SHAPE, seed: int = 0,
+                              train_file: Path = SAMPLE_EN_DE_TRAIN) -> Path:
+    """Write a joint en-de tokenizer (en_XX -> de_DE) and a randomly initialised mBART into `out_dir`.
+
+    mBART is BART with pre-LayerNorm layers and a LayerNorm after each stack; the ids of the
+    special tokens are the same, and generation starts with </s> then the forced target code.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    texts = sample_texts(train_file, fields=("source", "target"))
+    tokenizer = train_mbart_tokenizer(texts, vocab_size=shape.vocab_size)
+    torch.manual_seed(seed)
+    model = MBartForConditionalGeneration(bart_config(shape, len(tokenizer), MBartConfig))
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    info = {"shape": asdict(shape), "seed": seed, "task": "translation"}
     (out_dir / "demo_teacher.json").write_text(json.dumps(info, indent=2) + "\n")
     return out_dir
 

@@ -152,6 +152,7 @@ async def info(model_id: str, request: Request, key: ApiKey) -> dict[str, Any]:
         "load_seconds": round(loaded.load_seconds, 3),
         "max_source_length": loaded.max_source_length,
         "generation_defaults": loaded.generation_defaults,
+        "target_prefix": loaded.target_prefix,  # mBART: the target language code every output starts with
         "batching": {"max_batch_size": limits.max_batch_size, "max_wait_ms": limits.max_wait_ms,
                      "max_queue": limits.max_queue, "streams": limits.streams,
                      "queue_depth": service.batcher.depth},

@@ -143,6 +143,12 @@ LONG_NAME_PART = (b'Content-Disposition: form-data; name="file"; filename="' + b
                   hostile.jsonl(2))
 
 
+def _without_safetensors(weights: dict[str, bytes]) -> Send:
+    """A hub snapshot whose weights come only in formats the upload leaves unopened."""
+    return lambda w: w.post_model(hostile.tar_of(
+        {**{name: data for name, data in w.teacher.items() if name != "model.safetensors"}, **weights}))
+
+
 INVALID, SCHEMA, MISSING = "invalid_request", "validation_error", "not_found"
 UNKNOWN_JOB, UNKNOWN_MODEL = "job_01ARZ3NDEKTSV4RRFFQ69G5FAV", "mdl_01ARZ3NDEKTSV4RRFFQ69G5FAV"
 
@@ -227,9 +233,10 @@ CASES = [
              lambda w: w.post_model(hostile.tar_of(w.teacher, links={"vocab.json": ("sym", "/etc/passwd")}))),
     BadInput("model: hard link", 400, INVALID, "file",
              lambda w: w.post_model(hostile.tar_of(w.teacher, links={"x.json": ("hard", "/etc/passwd")}))),
-    BadInput("model: .bin pickle weights", 400, INVALID, "file",
-             _members({"pytorch_model.bin": b"\x80\x04K\x01."})),
-    BadInput("model: .pkl pickle", 400, INVALID, "file", _members({"extra.pkl": b"\x80\x04K\x01."})),
+    BadInput("model: pickle weights, no safetensors", 400, INVALID, "file",
+             _without_safetensors({"pytorch_model.bin": b"\x80\x04K\x01."})),
+    BadInput("model: TF weights, no safetensors", 400, INVALID, "file",
+             _without_safetensors({"tf_model.h5": b"\x89HDF\r\n"})),
     BadInput("model: zip bomb", 400, INVALID, "file",
              lambda w: w.post_model(hostile.zip_bomb(2 * UPLOAD_LIMIT), "bomb.zip")),
     BadInput("model: not BART (model_type t5)", 400, INVALID, "file",

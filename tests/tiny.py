@@ -15,7 +15,7 @@ from transformers import (
     MBartForConditionalGeneration,
 )
 
-from compression.tokenizer import train_bart_tokenizer
+from compression.tokenizer import train_bart_tokenizer, train_mbart_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO / "data" / "debian-desc-sample"
@@ -27,6 +27,16 @@ def sample_texts(limit: int = 2000) -> list[str]:
         for _, line in zip(range(limit), f, strict=False):
             record = json.loads(line)
             texts += [record["document"], record["summary"]]
+    return texts
+
+
+def en_de_texts(limit: int = 500) -> list[str]:
+    """English sources and German targets of the bundled translation sample, interleaved."""
+    texts: list[str] = []
+    with gzip.open(SAMPLE_DIR / "en-de-train.jsonl.gz", "rt", encoding="utf-8") as f:
+        for _, line in zip(range(limit), f, strict=False):
+            record = json.loads(line)
+            texts += [record["source"], record["target"]]
     return texts
 
 
@@ -60,6 +70,17 @@ def make_tiny_teacher(out_dir: Path, encoder_layers: int = 2, decoder_layers: in
     model_cls = MBartForConditionalGeneration if mbart else BartForConditionalGeneration
     model = model_cls(config)
     model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    return out_dir
+
+
+def make_tiny_translation_teacher(out_dir: Path, encoder_layers: int = 2, decoder_layers: int = 2,
+                                  vocab_size: int = 500, seed: int = 0) -> Path:
+    """An untrained tiny mBART with a joint en-de tokenizer of mBART-50's layout (en_XX -> de_DE)."""
+    tokenizer = train_mbart_tokenizer(en_de_texts(), vocab_size=vocab_size)
+    torch.manual_seed(seed)
+    config = tiny_bart_config(len(tokenizer), encoder_layers, decoder_layers, mbart=True)
+    MBartForConditionalGeneration(config).save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     return out_dir
 

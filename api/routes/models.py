@@ -17,6 +17,7 @@ from api.schemas import (
     ErrorResponse,
     ModelObject,
     Page,
+    UploadedModelObject,
     cursor,
     model_object,
     multipart_body,
@@ -31,18 +32,18 @@ _FORMATS = ("artifact: the packed model as stored; ctranslate2: a folder that ct
             "loads as is, with the tokenizer files (docs/ctranslate2.md)")
 
 
-@router.post("", status_code=201, response_model=ModelObject,
+@router.post("", status_code=201, response_model=UploadedModelObject,
              openapi_extra=multipart_body("a .tar, .tar.gz or .zip of a Hugging Face BART/mBART directory"))
 async def upload_model(request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep,
-                       blobs: BlobsDep, _rate: UploadRateDep) -> ModelObject:
+                       blobs: BlobsDep, _rate: UploadRateDep) -> UploadedModelObject:
     upload = await receive_upload(request, tmp_dir=settings.tmp_dir,
                                   max_bytes=settings.MAX_UPLOAD_BYTES)
     try:
-        model = await run_in_threadpool(ingest_model, upload, session=session, settings=settings, blobs=blobs,
-                                        tenant=tenant)
+        model, dropped = await run_in_threadpool(ingest_model, upload, session=session, settings=settings,
+                                                 blobs=blobs, tenant=tenant)
     finally:
         upload.discard()
-    return model_object(model)
+    return UploadedModelObject(**model_object(model).model_dump(), dropped_files=dropped)
 
 
 @router.get("", response_model=Page[ModelObject])

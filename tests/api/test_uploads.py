@@ -60,6 +60,7 @@ def test_tar_gz_upload_reports_architecture_layers_and_checksum(client: TestClie
     assert model["layers"] == {"encoder": 2, "decoder": 2}
     assert model["parameters"] > 0
     assert len(model["sha256"]) == 64
+    assert model.pop("dropped_files") == []
     assert client.get(f"/v1/models/{model['id']}", headers=auth).json() == model
 
 
@@ -92,9 +93,6 @@ def test_zip_upload_is_accepted_and_named_by_the_form_field(client: TestClient, 
     ("../evil.txt", "path traversal"),
     ("teacher/../../evil.txt", "path traversal"),
     ("/etc/evil.txt", "absolute path"),
-    ("pytorch_model.bin", "pickle"),
-    ("weights.pt", "pickle"),
-    ("stuff.pkl", "pickle"),
 ])
 def test_hostile_member_names_are_refused(client: TestClient, auth: Headers, api_settings: Settings,
                                           tiny_teacher_dir: Path, name: str, expected: str) -> None:

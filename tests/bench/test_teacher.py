@@ -1,4 +1,4 @@
-"""bench/teacher.py: the lead-1 baseline, the learning curve log, and a resumable smoke run."""
+"""bench/teacher.py: the baselines, the learning curve log, and resumable smoke runs of both tasks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.teacher import Plan, check_same_plan, final_report, lead_1, read_curve, train_teacher
+from bench.teacher import TRANSLATION, Plan, check_same_plan, final_report, lead_1, read_curve, train_teacher
+from compression.data import read_records
 from demo.teacher import QUICK_SHAPE
 from tests.tiny import write_jsonl
 
@@ -43,8 +44,30 @@ def test_teacher_run_resumes_and_reports_the_curve_and_lead_1(
 
 
 def test_a_folder_refuses_to_resume_under_another_plan(tmp_path: Path) -> None:
-    plan = Plan(QUICK_SHAPE, epochs=1)
+    plan = Plan(QUICK_SHAPE, "summarization", epochs=1)
     check_same_plan(plan, tmp_path / "plan.json")
     check_same_plan(plan, tmp_path / "plan.json")  # the same plan resumes
     with pytest.raises(SystemExit, match="lr differ"):
-        check_same_plan(Plan(QUICK_SHAPE, epochs=1, lr=1e-4), tmp_path / "plan.json")
+        check_same_plan(Plan(QUICK_SHAPE, "summarization", epochs=1, lr=1e-4), tmp_path / "plan.json")
+
+
+@pytest.mark.slow
+def test_translation_teacher_is_an_mbart_scored_by_bleu_against_the_copy_baseline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pairs = read_records(TRANSLATION.sample[0], "source", "target")[:40]
+    records = [{"source": r.source, "target": r.target} for r in pairs]
+    train = write_jsonl(tmp_path / "train.jsonl", records[:32])
+    validation = write_jsonl(tmp_path / "validation.jsonl", records[32:])
+    plan = Plan(QUICK_SHAPE, "translation", epochs=1, batch_size=8, eval_every=2, patience=10, eval_records=4)
+    out = tmp_path / "teacher"
+    train_teacher(plan, out, train, validation)
+    train_teacher(plan, out, train, validation)
+    assert "resuming from" in capsys.readouterr().out
+    report = final_report(plan, out, validation, num_beams=1)
+    config = json.loads((out / "teacher" / "config.json").read_text())
+    assert config["model_type"] == "mbart"
+    assert [row["step"] for row in report["curve"]] == [2, 4] and "bleu" in report["curve"][-1]
+    assert report["copy"]["chrf"] > 0 and set(report["teacher"]) == {"bleu", "chrf"}
+    assert report["signatures"]["bleu"].startswith("nrefs:1|case:mixed")
+    assert "| copy |" in (out / "report.md").read_text()

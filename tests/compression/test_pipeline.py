@@ -16,7 +16,7 @@ from compression.evaluate import evaluate_model, generate
 from compression.pipeline import compress, finetune
 from compression.progress import ProgressEvent
 from compression.recipe import EvaluationSpec, Recipe
-from tests.tiny import SAMPLE_DIR, make_tiny_teacher, write_jsonl
+from tests.tiny import SAMPLE_DIR, make_tiny_teacher, make_tiny_translation_teacher, write_jsonl
 
 ARTIFACT_FILES = {"config.json", "model.safetensors", "quantization.json", "report.json", "tokenizer.json"}
 
@@ -206,6 +206,17 @@ def test_translation_with_an_mbart_teacher_reports_bleu(tmp_path: Path) -> None:
     recipe = _recipe(teacher_dir, data, task="translation")
     result = compress(recipe, tmp_path / "out", device="cpu")
     assert set(result.best_metrics) == set(result.report["teacher_metrics"]) == {"bleu", "chrf"}
+
+
+def test_translation_with_our_en_de_mbart_passes_the_ctranslate2_check(tmp_path: Path) -> None:
+    teacher_dir = make_tiny_translation_teacher(tmp_path / "mbart")
+    data = {"train": str(SAMPLE_DIR / "en-de-validation.jsonl.gz"), "source_field": "source",
+            "target_field": "target", "validation_fraction": 0.03}
+    recipe = _recipe(teacher_dir, data, task="translation", src_lang="en_XX", tgt_lang="de_DE",
+                     quantization={"weight_bits": 8, "embedding_bits": 8, "activation_bits": 8})
+    result = compress(recipe, tmp_path / "out", device="cpu")
+    assert set(result.best_metrics) == {"bleu", "chrf"}
+    assert result.report["engines"]["ctranslate2"]["available"]
 
 
 def test_sequence_level_distillation_trains_on_cached_teacher_outputs(
