@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import random
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -114,6 +115,12 @@ class Plan:
     patience: int = 4
     eval_records: int = 300  # a fixed subset for the curve and model selection; the full split at the end
     seed: int = 0
+    warmup: float = 0.03  # share of the steps with a rising learning rate
+    # Steps of a denoising stage before the task: rebuild each document's opening from a copy with
+    # word spans masked (BART's own pre-training objective, on the task's documents). It makes
+    # the decoder read the encoder from the start; without it a from-scratch encoder can collapse
+    # while the decoder learns the targets' language alone (quality-v4 section 1).
+    denoise_steps: int = 0
 
 
 def default_out(plan: Plan) -> Path:
@@ -141,22 +148,54 @@ def write_subset(source: Path, dest: Path, count: int) -> Path:
     return dest
 
 
-def teacher_recipe(plan: Plan, out: Path, train: Path, subset: Path) -> Recipe:
+def mask_spans(text: str, rng: random.Random, ratio: float = 0.3, mean_span: float = 3.0) -> str:
+    """BART's text infilling on words: spans of about `mean_span` words, `ratio` of them in all,
+    each span replaced by one <mask>."""
+    words, out, index = text.split(), [], 0
+    while index < len(words):
+        if rng.random() < ratio / mean_span:
+            out.append("<mask>")
+            index += max(1, round(rng.expovariate(1 / mean_span)))
+        else:
+            out.append(words[index])
+            index += 1
+    return " ".join(out)
+
+
+def write_denoising(source: Path, dest: Path, seed: int, count: int | None = None) -> Path:
+    """Denoising pairs from the task's sources: the masked text as the source, the text itself as the target."""
+    task_fields = ("document", "source")
+    rng = random.Random(seed)
+    with gzip.open(source, "rt", encoding="utf-8") if source.suffix == ".gz" else open(source) as f:
+        records = [json.loads(line) for line in f if line.strip()][:count]
+    with gzip.open(dest, "wt", encoding="utf-8") as f:
+        for record in records:
+            text = next(record[k] for k in task_fields if k in record)
+            f.write(json.dumps({"source": mask_spans(text, rng), "target": text}) + "\n")
+    return dest
+
+
+def teacher_recipe(plan: Plan, teacher: Path, train: Path, subset: Path, *, denoising: bool = False) -> Recipe:
+    """The task's training recipe; with `denoising`, the denoising stage's (fixed steps, the
+    records' source and target fields)."""
     task = TASKS[plan.task]
     (source_field, target_field), (source_length, target_length) = task.fields, task.max_lengths
+    if denoising:
+        source_field, target_field = "source", "target"
     languages = dict(zip(("src_lang", "tgt_lang"), task.languages, strict=True)) if task.languages else {}
+    stage = {"max_steps": plan.denoise_steps, "patience": None} if denoising else {"patience": plan.patience}
     return Recipe.from_dict({
         "task": task.name,
         **languages,
         "method": "finetune",
-        "teacher": {"path": str(out / "init")},
+        "teacher": {"path": str(teacher)},
         "dataset": {"train": str(train), "validation": str(subset),
                     "source_field": source_field, "target_field": target_field},
         "teacher_training": {
-            "epochs": plan.epochs, "lr": plan.lr, "batch_size": plan.batch_size, "warmup_ratio": 0.03,
+            "epochs": plan.epochs, "lr": plan.lr, "batch_size": plan.batch_size, "warmup_ratio": plan.warmup,
             "weight_decay": 0.01, "max_source_length": source_length, "max_target_length": target_length,
             "seed": plan.seed, "eval_every": plan.eval_every, "checkpoint_every": plan.eval_every,
-            "patience": plan.patience, "log_every": 50,
+            "log_every": 50, **stage,
         },
         "evaluation": {"num_beams": 2, "max_length": target_length, "batch_size": 50},
     })
@@ -204,22 +243,41 @@ def check_same_plan(plan: Plan, path: Path) -> None:
                          "give another --out, or remove that folder to start over")
 
 
+def run_stage(recipe: Recipe, out: Path, name: str, curve: Path) -> Path:
+    """Train (resuming from the stage's newest checkpoint) into out/<name>; returns that directory."""
+    checkpoints = out / f"{name}.checkpoints"
+    resume = latest_checkpoint(checkpoints) if checkpoints.is_dir() else None
+    if resume is not None:
+        print(f"resuming from {resume}", flush=True)
+    finetune(recipe, out / name, device="cpu", checkpoint_dir=checkpoints, resume_from=resume,
+             progress=CurveLog(curve))
+    return out / name
+
+
+def denoise(plan: Plan, out: Path, train: Path, validation: Path) -> Path:
+    """The denoising stage (once): the untrained model in init/, the denoised one in denoised/."""
+    if (out / "denoised" / "report.json").is_file():
+        return out / "denoised"
+    pairs = write_denoising(train, out / "denoising-train.jsonl.gz", plan.seed)
+    subset = write_denoising(validation, out / "denoising-validation.jsonl.gz", plan.seed, plan.eval_records)
+    recipe = teacher_recipe(plan, out / "init", pairs, subset, denoising=True)
+    (out / "denoising-recipe.json").write_text(recipe.to_json(), encoding="utf-8")
+    return run_stage(recipe, out, "denoised", out / "denoising-curve.jsonl")
+
+
 def train_teacher(plan: Plan, out: Path, train: Path, validation: Path) -> Path:
-    """Build (once) and train (resuming) the teacher; returns its Hugging Face directory."""
+    """Build (once), denoise (when planned) and train (resuming) the teacher; returns its Hugging Face directory."""
+    if plan.denoise_steps and plan.task != "summarization":
+        raise SystemExit("--denoise-steps is for the summarization teacher (BART's documents)")
     out.mkdir(parents=True, exist_ok=True)
     check_same_plan(plan, out / "plan.json")
     if not (out / "init" / "model.safetensors").is_file():
         TASKS[plan.task].build(out / "init", plan.shape, plan.seed, train_file=train)
+    start = denoise(plan, out, train, validation) if plan.denoise_steps else out / "init"
     subset = write_subset(validation, out / "validation-subset.jsonl.gz", plan.eval_records)
-    recipe = teacher_recipe(plan, out, train, subset)
+    recipe = teacher_recipe(plan, start, train, subset)
     (out / "recipe.json").write_text(recipe.to_json(), encoding="utf-8")
-    checkpoints = out / "teacher.checkpoints"
-    resume = latest_checkpoint(checkpoints) if checkpoints.is_dir() else None
-    if resume is not None:
-        print(f"resuming from {resume}", flush=True)
-    finetune(recipe, out / "teacher", device="cpu", checkpoint_dir=checkpoints, resume_from=resume,
-             progress=CurveLog(out / "curve.jsonl"))
-    return out / "teacher"
+    return run_stage(recipe, out, "teacher", out / "curve.jsonl")
 
 
 def final_report(plan: Plan, out: Path, validation: Path, num_beams: int) -> dict[str, Any]:
@@ -286,7 +344,7 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"| {name} | " + " | ".join(f"{report[name][k]:.2f}" for k in metrics) + " |")
     lines += ["", f"Learning curve (the first {plan['eval_records']} validation records, beam 2):", "",
               f"| step | val loss | shuffled loss | gap (nats) | {titles} |",
-              "|---|---|---|" + rule]
+              "|---|---|---" + rule]
     for row in report["curve"]:
         lines.append(f"| {row['step']} | {row.get('matched_loss', float('nan')):.3f} | "
                      f"{row.get('shuffled_loss', float('nan')):.3f} | {row.get('gap', float('nan')):.3f} | "
@@ -305,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ffn-dim", type=int, default=SHAPE.ffn_dim)
     parser.add_argument("--init-std", type=float, default=SHAPE.init_std)
     parser.add_argument("--lr", type=float, default=Plan.lr)
+    parser.add_argument("--warmup", type=float, default=Plan.warmup, help="share of the steps warming up")
+    parser.add_argument("--denoise-steps", type=int, default=Plan.denoise_steps,
+                        help="steps of BART's denoising objective on the documents before the task")
     parser.add_argument("--epochs", type=int, help="default: 4 (summarization), 10 (translation)")
     parser.add_argument("--eval-every", type=int, default=Plan.eval_every)
     parser.add_argument("--eval-records", type=int, default=Plan.eval_records)
@@ -317,12 +378,14 @@ def main(argv: list[str] | None = None) -> int:
     task = TASKS[args.task]
     train, validation = args.train or task.train, args.validation or task.validation
     if args.quick:
-        plan = Plan(QUICK_SHAPE, task.name, epochs=1, batch_size=16, lr=1e-3, eval_every=20, eval_records=20)
+        plan = Plan(QUICK_SHAPE, task.name, epochs=1, batch_size=16, lr=1e-3, eval_every=20, eval_records=20,
+                    denoise_steps=args.denoise_steps)
         train, validation = task.sample
     else:
         shape = replace(SHAPE, d_model=args.d_model, ffn_dim=args.ffn_dim, init_std=args.init_std)
         plan = Plan(shape, task.name, epochs=args.epochs or task.epochs, lr=args.lr,
-                    eval_every=args.eval_every, eval_records=args.eval_records)
+                    eval_every=args.eval_every, eval_records=args.eval_records, warmup=args.warmup,
+                    denoise_steps=args.denoise_steps)
     out = args.out or default_out(plan)
     if not args.report_only:
         train_teacher(plan, out, train, validation)
