@@ -153,7 +153,7 @@ def mask_spans(text: str, rng: random.Random, ratio: float = 0.3, mean_span: flo
     each span replaced by one <mask>."""
     words, out, index = text.split(), [], 0
     while index < len(words):
-        if rng.random() < ratio / mean_span:
+        if rng.random() < ratio / mean_span and out[-1:] != ["<mask>"]:
             out.append("<mask>")
             index += max(1, round(rng.expovariate(1 / mean_span)))
         else:
@@ -163,7 +163,7 @@ def mask_spans(text: str, rng: random.Random, ratio: float = 0.3, mean_span: flo
 
 
 def write_denoising(source: Path, dest: Path, seed: int, count: int | None = None) -> Path:
-    """Denoising pairs from the task's sources: the masked text as the source, the text itself as the target."""
+    """Denoising pairs from the task's sources: the masked text as source, the text itself as target."""
     task_fields = ("document", "source")
     rng = random.Random(seed)
     with gzip.open(source, "rt", encoding="utf-8") if source.suffix == ".gz" else open(source) as f:
@@ -175,7 +175,8 @@ def write_denoising(source: Path, dest: Path, seed: int, count: int | None = Non
     return dest
 
 
-def teacher_recipe(plan: Plan, teacher: Path, train: Path, subset: Path, *, denoising: bool = False) -> Recipe:
+def teacher_recipe(plan: Plan, teacher: Path, train: Path, subset: Path, *,
+                   denoising: bool = False) -> Recipe:
     """The task's training recipe; with `denoising`, the denoising stage's (fixed steps, the
     records' source and target fields)."""
     task = TASKS[plan.task]
@@ -266,7 +267,7 @@ def denoise(plan: Plan, out: Path, train: Path, validation: Path) -> Path:
 
 
 def train_teacher(plan: Plan, out: Path, train: Path, validation: Path) -> Path:
-    """Build (once), denoise (when planned) and train (resuming) the teacher; returns its Hugging Face directory."""
+    """Build (once), denoise (when planned) and train (resuming) the teacher; returns its HF directory."""
     if plan.denoise_steps and plan.task != "summarization":
         raise SystemExit("--denoise-steps is for the summarization teacher (BART's documents)")
     out.mkdir(parents=True, exist_ok=True)

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
 
-from bench.teacher import TRANSLATION, Plan, check_same_plan, final_report, lead_1, read_curve, train_teacher
+from bench.teacher import (
+    TRANSLATION,
+    Plan,
+    check_same_plan,
+    final_report,
+    lead_1,
+    mask_spans,
+    read_curve,
+    train_teacher,
+)
 from compression.data import read_records
 from demo.teacher import QUICK_SHAPE
 from tests.tiny import write_jsonl
@@ -71,3 +81,35 @@ def test_translation_teacher_is_an_mbart_scored_by_bleu_against_the_copy_baselin
     assert report["copy"]["chrf"] > 0 and set(report["teacher"]) == {"bleu", "chrf"}
     assert report["signatures"]["bleu"].startswith("nrefs:1|case:mixed")
     assert "| copy |" in (out / "report.md").read_text()
+
+
+def test_denoising_masks_word_spans_and_keeps_the_other_words_in_order() -> None:
+    words = [f"w{i}" for i in range(2000)]
+    masked = mask_spans(" ".join(words), random.Random(0)).split()
+    kept = [w for w in masked if w != "<mask>"]
+    assert kept == [w for w in words if w in set(kept)]  # order kept, nothing invented
+    assert 0.15 < 1 - len(kept) / len(words) < 0.4  # about 30% of the words masked
+    assert "<mask> <mask>" not in " ".join(masked)  # a span is one mask
+
+
+@pytest.mark.slow
+def test_the_task_starts_from_the_denoised_model(
+    tmp_path: Path, sample_records: list[dict[str, str]]
+) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", sample_records[:32])
+    validation = write_jsonl(tmp_path / "validation.jsonl", sample_records[32:40])
+    plan = Plan(QUICK_SHAPE, epochs=1, batch_size=8, eval_every=2, patience=10, eval_records=4,
+                denoise_steps=2)
+    out = tmp_path / "teacher"
+    train_teacher(plan, out, train, validation)
+    denoised = json.loads((out / "denoised" / "report.json").read_text())
+    assert denoised["training_steps"] == 2
+    assert json.loads((out / "recipe.json").read_text())["teacher"]["path"] == str(out / "denoised")
+    pairs = read_records(out / "denoising-train.jsonl.gz", "source", "target")
+    assert len(pairs) == 32 and any("<mask>" in p.source for p in pairs)
+
+
+def test_denoising_is_refused_for_the_translation_teacher(tmp_path: Path) -> None:
+    plan = Plan(QUICK_SHAPE, "translation", epochs=1, denoise_steps=2)
+    with pytest.raises(SystemExit, match="denoise"):
+        train_teacher(plan, tmp_path / "t", tmp_path / "train.jsonl", tmp_path / "validation.jsonl")
