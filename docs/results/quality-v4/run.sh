@@ -6,8 +6,15 @@ D=../shared/data/debian-desc
 T=${XDG_CACHE_HOME:-$HOME/.cache}/dqbart/teachers/debian-d256
 R=docs/results/quality-v4
 
-# 1. The teacher (about 5.5 CPU hours; resumable): BART 6-6 d256 on the full train split.
-OMP_NUM_THREADS=1 python -m bench.teacher > "$T.log" 2>&1
+# 1. The teacher (about 6 CPU hours; resumable): BART 6-6 d256 on the full train split, after
+#    1,000 steps of denoising the documents (lr 3e-4, 15% warmup: the defaults since 2026-12-07).
+OMP_NUM_THREADS=2 python -m bench.teacher --threads 2 > "$T.log" 2>&1
+python -m bench.encoder_spread "$T" --json $R/teacher-spread.json
+
+# 1b. The probes of section 1 (500-1,000 steps each; stopped by hand once they had told apart).
+#     The collapsed run of 2026-12-06 was the old default: --lr 5e-4 --warmup 0.03 --denoise-steps 0.
+P=${XDG_CACHE_HOME:-$HOME/.cache}/dqbart/teachers
+OMP_NUM_THREADS=1 python -m bench.teacher --lr 3e-4 --warmup 0.15 --denoise-steps 0 --out $P/probe-warmup
 
 # 2. The student loop's costs.
 OMP_NUM_THREADS=1 python -m bench.train_step --loop --threads 1 --repeats 3
