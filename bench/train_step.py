@@ -33,7 +33,7 @@ from compression.data import ResumableLoader, read_records, tokenize
 from compression.recipe import DistillationSpec, QuantizationSpec, StudentSpec
 from compression.student import build_student
 from compression.swap import quantize_model
-from compression.train import Distiller, compute_loss
+from compression.train import Distiller, autocast, compute_loss
 from demo.teacher import QUICK_SHAPE, SAMPLE_TRAIN, build_teacher
 
 VARIANTS: dict[str, QuantizationSpec | None] = {
@@ -76,12 +76,17 @@ def _batch(args: argparse.Namespace) -> dict[str, torch.Tensor]:
     }
 
 
+BF16 = " (bf16 autocast)"  # the suffix of a variant's twin under `--bf16`
+
+
 def _step(
-    model: PreTrainedModel, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]
+    model: PreTrainedModel, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], name: str
 ) -> tuple[float, float]:
     """Wall-clock and process CPU seconds of one training step."""
     wall, cpu = time.perf_counter(), time.process_time()
-    model(**batch).loss.backward()
+    with autocast(torch.device("cpu"), "bf16" if name.endswith(BF16) else "fp32"):
+        loss = model(**batch).loss
+    loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return time.perf_counter() - wall, time.process_time() - cpu
@@ -195,12 +200,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if spec is not None:
             quantize_model(model, spec)
         runs[name] = (model.train(), torch.optim.AdamW(model.parameters(), lr=1e-5))
+        if args.bf16:
+            twin = copy.deepcopy(model)
+            runs[name + BF16] = (twin, torch.optim.AdamW(twin.parameters(), lr=1e-5))
     batch = _batch(args)
     wall: dict[str, list[float]] = {name: [] for name in runs}
     cpu: dict[str, list[float]] = {name: [] for name in runs}
     for repeat in range(args.warmup + args.repeats):
         for name, (model, optimizer) in runs.items():
-            elapsed, used = _step(model, optimizer, batch)
+            elapsed, used = _step(model, optimizer, batch, name)
             if repeat >= args.warmup:
                 wall[name].append(elapsed)
                 cpu[name].append(used)
@@ -223,6 +231,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", nargs="*", default=[], help="variants beside fp32 (default: all)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also time each variant under bf16 autocast (training.precision: bf16)")
     parser.add_argument("--loop", action="store_true", help="time the distillation step's variants")
     parser.add_argument("--out", type=Path, default=None,
                         help="default: bench/results/train_step.json (train_loop.json with --loop)")

@@ -225,6 +225,10 @@ class TrainingSpec(_Strict):
     # Stop after this many evaluations in a row without a better validation metric; None = never.
     patience: int | None = Field(None, ge=1)
     length_bucketing: bool = True  # batches of similar source lengths (less padding, same records)
+    # The forward passes' precision. auto: bf16 autocast on CUDA, fp32 on CPUs. bf16: autocast on
+    # any device; on CPUs with native bf16 (AVX512-BF16, AMX) a student step costs about half the
+    # fp32 CPU time (bench/train_step.py --bf16), on AVX2-only CPUs about 4x. fp32: never autocast.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     checkpoint_every: int | None = Field(200, ge=1)  # steps; None = once per epoch
     log_every: int = Field(10, ge=1)
 

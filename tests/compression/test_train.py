@@ -16,7 +16,15 @@ from compression.progress import ProgressEvent
 from compression.recipe import DistillationSpec, QuantizationSpec, StudentSpec, TrainingSpec
 from compression.student import build_student
 from compression.swap import quantize_model
-from compression.train import Distiller, Validation, build_optimizer, build_scheduler, compute_loss, train
+from compression.train import (
+    Distiller,
+    Validation,
+    autocast,
+    build_optimizer,
+    build_scheduler,
+    compute_loss,
+    train,
+)
 
 CPU = torch.device("cpu")
 
@@ -223,3 +231,25 @@ def test_teacher_is_not_run_when_every_distillation_weight_is_zero(
     batch = _loader(sample_records, tokenizer, 8, 4).next_batch()
     distiller = Distiller(_RefusesToRun(), [0, 1], [0, 1], DistillationSpec(logits=0, hidden=0))
     assert set(compute_loss(model, batch, distiller).components) == {"task", "total"}
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("auto", torch.float32), ("fp32", torch.float32),
+                                                  ("bf16", torch.bfloat16)])
+def test_precision_decides_the_dtype_of_the_forward_pass_on_cpu(precision: str, dtype: torch.dtype) -> None:
+    layer = torch.nn.Linear(4, 4)
+    with autocast(CPU, precision):
+        assert layer(torch.ones(2, 4)).dtype == dtype
+
+
+def test_a_bf16_training_run_keeps_fp32_weights_and_finite_losses(
+    tiny_teacher_dir: Path, sample_records: list[dict[str, str]], tokenizer: PreTrainedTokenizerBase
+) -> None:
+    teacher, student = _teacher_and_student(tiny_teacher_dir)
+    recorder = Recorder()
+    spec = TrainingSpec(max_steps=3, lr=1e-3, batch_size=4, log_every=1, precision="bf16")
+    distiller = Distiller(teacher, [0, 1], [1], DistillationSpec())
+    train(student, _loader(sample_records, tokenizer, 12, 4), spec, stage="distilling", device=CPU,
+          distiller=distiller, progress=recorder)
+    assert len(recorder.losses) == 3
+    assert all(torch.isfinite(torch.tensor(v)) for v in recorder.losses.values())
+    assert {p.dtype for p in student.parameters()} == {torch.float32}
