@@ -16,10 +16,10 @@ from typing import IO
 from fastapi import Request
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import parse_options_header
+from python_multipart.multipart import MultipartCallbacks, parse_options_header
 
-from api.errors import ApiError, invalid
 from store.scratch import Scratch, scratch_file
+from web.errors import ApiError, invalid
 
 _MAX_FIELD_BYTES = 64 * 1024  # small text fields such as `name`
 _MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers on top of the file itself
@@ -63,7 +63,7 @@ class _FormCollector:
         self._sink: IO[bytes] | None = None
         self._buffer = bytearray()
 
-    def callbacks(self) -> dict[str, object]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._part_begin,
             "on_header_field": lambda data, start, end: self._append_header("_header_name", data[start:end]),

@@ -42,6 +42,7 @@ from compression.evaluate import generate, score
 from compression.pipeline import finetune
 from compression.recipe import EvaluationSpec, TeacherSpec
 from compression.teacher import load_teacher
+from compression.tokenizer import token_id
 from demo.cache import benchmark_teacher_dir
 from demo.teacher import QUICK_SHAPE, TeacherShape, build_teacher, build_translation_teacher
 
@@ -163,7 +164,8 @@ def mask_spans(text: str, rng: random.Random, ratio: float = 0.3, mean_span: flo
 
 
 def write_denoising(source: Path, dest: Path, seed: int, count: int | None = None) -> Path:
-    """Denoising pairs from the task's sources: the masked text as the source, the text itself as the target."""
+    """Denoising pairs from the task's sources: the masked text as the source, the text itself as
+    the target."""
     task_fields = ("document", "source")
     rng = random.Random(seed)
     with gzip.open(source, "rt", encoding="utf-8") if source.suffix == ".gz" else open(source) as f:
@@ -175,7 +177,8 @@ def write_denoising(source: Path, dest: Path, seed: int, count: int | None = Non
     return dest
 
 
-def teacher_recipe(plan: Plan, teacher: Path, train: Path, subset: Path, *, denoising: bool = False) -> Recipe:
+def teacher_recipe(plan: Plan, teacher: Path, train: Path, subset: Path, *,
+                   denoising: bool = False) -> Recipe:
     """The task's training recipe; with `denoising`, the denoising stage's (fixed steps, the
     records' source and target fields)."""
     task = TASKS[plan.task]
@@ -266,7 +269,8 @@ def denoise(plan: Plan, out: Path, train: Path, validation: Path) -> Path:
 
 
 def train_teacher(plan: Plan, out: Path, train: Path, validation: Path) -> Path:
-    """Build (once), denoise (when planned) and train (resuming) the teacher; returns its Hugging Face directory."""
+    """Build (once), denoise (when planned) and train (resuming) the teacher; returns its Hugging
+    Face directory."""
     if plan.denoise_steps and plan.task != "summarization":
         raise SystemExit("--denoise-steps is for the summarization teacher (BART's documents)")
     out.mkdir(parents=True, exist_ok=True)
@@ -288,7 +292,7 @@ def final_report(plan: Plan, out: Path, validation: Path, num_beams: int) -> dic
     forced_bos = None
     if task.languages:  # the source language code on the inputs, the target code forced first
         tokenizer.src_lang = task.languages[0]
-        forced_bos = tokenizer.convert_tokens_to_ids(task.languages[1])
+        forced_bos = token_id(tokenizer, task.languages[1])
     spec = EvaluationSpec(num_beams=num_beams, max_length=task.max_lengths[1], batch_size=50)
     predictions = generate(model, tokenizer, [r.source for r in records], spec,
                            max_source_length=task.max_lengths[0], forced_bos_token_id=forced_bos)

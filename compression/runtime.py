@@ -42,20 +42,22 @@ import warnings
 import weakref
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import PreTrainedConfig
 from transformers.activations import GELUActivation
 from transformers.modeling_utils import AttentionInterface
 
 from compression.modules import (
     QUANTIZED_ATTENTION,
     ActivationQuantizer,
-    AttentionQuantizers,
     QuantEmbedding,
+    QuantizedPoints,
     QuantLinear,
+    attention_quantizers,
     quantized_eager_attention,
 )
 from compression.quantizers import (
@@ -116,6 +118,9 @@ class Int8Linear(nn.Module):
     decoding step, a batch's, an encoder's input) takes the kernel timed fastest for it here.
     """
 
+    weight_step: torch.Tensor  # buffers
+    bias: torch.Tensor | None
+
     def __init__(self, codes: QuantizedTensor, bias: torch.Tensor | None, act: ActivationQuantizer,
                  kernel: LinearKernel | None = None) -> None:
         """`kernel`: for every call; None takes the fastest exact one here per row regime."""
@@ -140,10 +145,11 @@ class Int8Linear(nn.Module):
         _, step = activation_codes(self.activation_quantizer, rows, out=padded[:-1])
         kernel = self.kernels[row_regime(rows.shape[0])]
         packed, residual = self._packed[kernel]
-        rest = None if residual is None else residual.products(padded[:-1])  # before `_sums` overwrites codes
+        # The residual's products before `_sums` overwrites the codes.
+        rest = None if residual is None else (residual.outputs, residual.products(padded[:-1]))
         out = _sums(kernel, padded, packed, self.out_features)
         if rest is not None:
-            out.index_add_(1, residual.outputs, rest)
+            out.index_add_(1, *rest)
         out.mul_(self.weight_step * step)
         if self.bias is not None:
             out.add_(self.bias)
@@ -400,9 +406,9 @@ def activation_codes(quantizer: ActivationQuantizer, x: torch.Tensor, owned: boo
         return quantized.codes.to(x.dtype), float(quantized.scale)
     target = x if owned else (torch.empty_like(x) if out is None else out)
     if quantizer.step is not None:  # LSQ, as lsq_codes rounds
-        step = lsq_step(quantizer.step.detach())
-        codes = torch.div(x, step, out=target).clamp_(-max_level(bits), max_level(bits)).round_()
-        return codes, float(step)
+        learned = lsq_step(quantizer.step.detach())
+        codes = torch.div(x, learned, out=target).clamp_(-max_level(bits), max_level(bits)).round_()
+        return codes, float(learned)
     low, high = torch.aminmax(x)
     scale, step = symmetric_scale_and_step(max(-float(low), float(high)), bits, clip)
     return _symmetric_codes(quantizer, x, scale, target), step
@@ -480,8 +486,8 @@ def integer_code_attention(
     fp32 up to 2^24 / 127^2 = 1040 terms). Like SDPA, it returns no attention probabilities.
     Training, fp16 and unquantized attention take the reference path.
     """
-    quantizers: AttentionQuantizers = module.attention_quantizers
-    if quantizers.query is None or module.training or query.dtype != torch.float32 or _unset(quantizers):
+    quantizers = attention_quantizers(module).points()
+    if quantizers is None or module.training or query.dtype != torch.float32 or _unset(quantizers):
         return quantized_eager_attention(module, query, key, value, attention_mask, scaling, dropout,
                                          **kwargs)
     if scaling is None:
@@ -500,7 +506,7 @@ def integer_code_attention(
     return output.transpose(1, 2).contiguous(), None
 
 
-def _int8_attention(quantizers: AttentionQuantizers, query: torch.Tensor, key: torch.Tensor,
+def _int8_attention(quantizers: QuantizedPoints, query: torch.Tensor, key: torch.Tensor,
                     value: torch.Tensor, attention_mask: torch.Tensor | None, scaling: float) -> torch.Tensor:
     """Integer-code attention on int8 kernels (`torch._int_mm`, exact int32 sums), one batch row at
     a time so that its scores stay in cache; the probabilities' per-tensor range is gathered on
@@ -542,16 +548,16 @@ def _int8_attention(quantizers: AttentionQuantizers, query: torch.Tensor, key: t
     return output
 
 
-def _unset(quantizers: AttentionQuantizers) -> bool:
+def _unset(quantizers: QuantizedPoints) -> bool:
     """A learned step not yet set from data: the reference sets it on its first call."""
-    return any(q.step is not None and not bool(q.initialized)
-               for q in (quantizers.query, quantizers.key, quantizers.value, quantizers.probs))
+    return any(q.step is not None and not bool(q.initialized) for q in quantizers)
 
 
 def _int8(codes: tuple[torch.Tensor, float]) -> tuple[torch.Tensor, float]:
     return codes[0].to(torch.int8), codes[1]
 
 
+_M = TypeVar("_M", bound=nn.Module)
 INTEGER_CODE_ATTENTION = "dqbart_integer_codes"
 AttentionInterface.register(INTEGER_CODE_ATTENTION, integer_code_attention)
 
@@ -560,7 +566,8 @@ def to_integer_code_attention(model: nn.Module) -> None:
     """Point every quantized attention (each has its own config, see swap.py) at `integer_code_attention`."""
     for module in model.modules():
         config = getattr(module, "config", None)
-        if hasattr(module, "attention_quantizers") and config._attn_implementation == QUANTIZED_ATTENTION:
+        if hasattr(module, "attention_quantizers") and isinstance(config, PreTrainedConfig) \
+                and config._attn_implementation == QUANTIZED_ATTENTION:
             config._attn_implementation = INTEGER_CODE_ATTENTION
 
 
@@ -600,8 +607,8 @@ def _multiplies_values(module: nn.Module) -> bool:
     """A layer whose reference forward uses its fake-quantized weight values, not its codes."""
     if isinstance(module, QuantEmbedding):
         return True
-    return isinstance(module, QuantLinear) and (module.activation_quantizer is None
-                                                or module.weight_quantizer.group_size is not None)
+    return isinstance(module, QuantLinear) and (module.activation_quantizer is None or (
+        module.weight_quantizer is not None and module.weight_quantizer.group_size is not None))
 
 
 def freeze_weights(model: nn.Module, *, half: bool = False) -> nn.Module:
@@ -610,16 +617,16 @@ def freeze_weights(model: nn.Module, *, half: bool = False) -> nn.Module:
     Layers that multiply codes keep their quantizer (their codes are not recoverable from values
     bit for bit), unless the model goes to half precision, where every layer multiplies values.
     """
-    chosen = [m for m in model.modules() if getattr(m, "weight_quantizer", None) is not None
-              and (half or _multiplies_values(m))]
+    chosen = [(m, m.weight_quantizer) for m in model.modules() if isinstance(m, QuantLinear | QuantEmbedding)
+              and m.weight_quantizer is not None and (half or _multiplies_values(m))]
     done: set[int] = set()
-    for module in chosen:
+    for module, quantizer in chosen:
         if id(module.weight) not in done:
             with torch.no_grad():
-                quantized = module.weight_quantizer.quantize(module.weight)
+                quantized = quantizer.quantize(module.weight)
                 module.weight.copy_(quantized.values().to(module.weight.dtype))
             done.add(id(module.weight))
-    for module in chosen:
+    for module, _ in chosen:
         module.weight_quantizer = None
     return model
 
@@ -643,8 +650,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def optimize_for_inference(model: nn.Module, *, device: str = "auto",
-                           form: Form = "auto") -> tuple[nn.Module, RuntimeInfo]:
+def optimize_for_inference(model: _M, *, device: str = "auto", form: Form = "auto") -> tuple[_M, RuntimeInfo]:
     """The fastest faithful form of `model` (modified in place) on `device`, and what was chosen."""
     target = resolve_device(device)
     if form == "auto":
