@@ -4,6 +4,10 @@ Nothing from an archive touches disk before its name and type are checked: no ab
 no `..`, no links or devices, no pickle-based weight files, a member count and a total size cap.
 Members are copied one by one into the destination (never `extractall`); members the caller does
 not keep are skipped without being opened.
+
+Not tarfile's "data" extraction filter (stored tars use it, `store.blobs.unpack_tar_once`): an
+upload must be refused, not repaired, where that filter strips a leading "/" or keeps a link
+inside the folder, and zip archives, which have no such filter, take the same checks.
 """
 
 from __future__ import annotations

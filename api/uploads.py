@@ -11,15 +11,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from fastapi import Request
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartCallbacks, parse_options_header
+from python_multipart.multipart import parse_options_header
 
 from store.scratch import Scratch, scratch_file
 from web.errors import ApiError, invalid
+
+if TYPE_CHECKING:  # python_multipart defines its callbacks type for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 _MAX_FIELD_BYTES = 64 * 1024  # small text fields such as `name`
 _MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers on top of the file itself
