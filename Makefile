@@ -21,12 +21,13 @@ run: setup
 demo: setup
 	$(BIN)/python -m demo.run $(DEMO_ARGS)
 
-test: setup
-	$(BIN)/ruff check .
+# CI (.ci/run) runs `make test`, so the linters and the type checker gate every run.
+test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -4,10 +4,15 @@ Nothing from an archive touches disk before its name and type are checked: no ab
 no `..`, no links or devices, no pickle-based weight files, a member count and a total size cap.
 Members are copied one by one into the destination (never `extractall`); members the caller does
 not keep are skipped without being opened.
+
+Not tarfile's "data" extraction filter (stored tars use it, `store.blobs.unpack_tar_once`): an
+upload must be refused, not repaired, where that filter strips a leading "/" or keeps a link
+inside the folder, and zip archives, which have no such filter, take the same checks.
 """
 
 from __future__ import annotations
 
+import functools
 import stat
 import tarfile
 import zipfile
@@ -64,7 +69,7 @@ def _tar_members(tf: tarfile.TarFile) -> Iterator[_Member]:
             raise ArchiveError(f"links are refused in archives: {info.name!r}")
         if info.issparse() or not (info.isfile() or info.isdir()):
             raise ArchiveError(f"only regular files and folders are allowed: {info.name!r}")
-        yield _Member(parts, info.isdir(), lambda info=info: _tar_stream(tf, info))
+        yield _Member(parts, info.isdir(), functools.partial(_tar_stream, tf, info))
 
 
 def _zip_members(zf: zipfile.ZipFile) -> Iterator[_Member]:
@@ -75,7 +80,7 @@ def _zip_members(zf: zipfile.ZipFile) -> Iterator[_Member]:
             raise ArchiveError(f"links are refused in archives: {info.filename!r}")
         if info.flag_bits & 0x1:
             raise ArchiveError(f"encrypted members are refused: {info.filename!r}")
-        yield _Member(parts, info.is_dir(), lambda info=info: zf.open(info))
+        yield _Member(parts, info.is_dir(), functools.partial(zf.open, info))
 
 
 @contextmanager

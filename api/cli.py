@@ -22,7 +22,7 @@ WORKER_STOP_SECONDS = 15.0  # warm shutdown first; then the job resumes from its
 
 
 def worker_command(*, concurrency: int = 1, pool: str = "solo", loglevel: str = "INFO") -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--concurrency", str(concurrency),
+    return [sys.executable, "-m", "celery", "-A", "worker.main", "worker", "--concurrency", str(concurrency),
             "-P", pool, "--loglevel", loglevel]
 
 

@@ -188,7 +188,8 @@ def _bounded_lines(f: TextIO) -> Iterator[str]:
 
 
 def _jsonl_rows(path: Path) -> DatasetSummary:
-    rows, columns, preview = 0, dict[str, None](), []
+    rows, columns = 0, dict[str, None]()
+    preview: list[dict[str, Any]] = []
     # utf-8-sig: a byte-order mark (Windows editors write one) is skipped, as for CSV and in training.
     with open(path, encoding="utf-8-sig") as f:
         for number, line in enumerate(_bounded_lines(f), start=1):
@@ -210,7 +211,8 @@ def _jsonl_rows(path: Path) -> DatasetSummary:
 
 
 def _csv_rows(path: Path) -> DatasetSummary:
-    rows, preview = 0, []
+    rows = 0
+    preview: list[dict[str, Any]] = []
     with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         columns = list(reader.fieldnames or [])

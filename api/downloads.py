@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from fastapi import Response
 from fastapi.responses import StreamingResponse
 
-from api.errors import ApiError
 from store.blobs import BlobStore
+from web.errors import ApiError
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
 
 
 def _matches(etag: str, header: str | None) -> bool:
-    return bool(header) and (header.strip() == "*" or etag in {t.strip() for t in header.split(",")})
+    return header is not None and (header.strip() == "*" or etag in {t.strip() for t in header.split(",")})
 
 
 def blob_download(blobs: BlobStore, *, key: str, sha256: str, filename: str, media_type: str,

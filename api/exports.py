@@ -15,7 +15,7 @@ from pathlib import Path
 import ctranslate2
 
 from compression.artifact import QUANTIZATION_FILE
-from compression.ct2 import CONVERTER_VERSION
+from compression.ct2 import CONVERTER_VERSION, Quantization
 from serving.engines import converted
 from serving.loading import unpack_artifact
 from store.blobs import BlobStore, LocalBlobStore, sha256_file, write_tar
@@ -38,7 +38,7 @@ def ctranslate2_export(settings: Settings, blobs: BlobStore, *, artifact_key: st
     if exports.exists(key) and checksum.is_file():
         return Export(exports, key, checksum.read_text(encoding="utf-8"))
     folder = unpack_artifact(blobs.path_of(artifact_key), sha256, settings.cache_dir / "serving")
-    quantization = "int8" if (folder / QUANTIZATION_FILE).is_file() else "float32"
+    quantization: Quantization = "int8" if (folder / QUANTIZATION_FILE).is_file() else "float32"
     model_dir = converted(folder, sha256, settings.cache_dir / "ctranslate2", quantization)
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.cache_dir, prefix=".export-") as work:

@@ -11,11 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from api.archives import extract_archive
 from api.contents import check_model_dir, find_model_root, kept_in_model, summarize_dataset
-from api.errors import ApiError
 from api.uploads import Upload
 from store import catalog
 from store.blobs import BlobStore, StoredBlob, write_tar
@@ -23,6 +22,7 @@ from store.ids import new_id
 from store.models import Dataset, Model, Tenant
 from store.scratch import scratch_dir
 from store.settings import Settings
+from web.errors import ApiError
 
 _NAME_CHARS = 200
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".jsonl", ".csv")
@@ -64,7 +64,7 @@ def _store(blobs: BlobStore, key: str, source: Path, create_row: Callable[[Store
         raise
 
 
-def ingest_model(upload: Upload, *, session: Session, settings: Settings, blobs: BlobStore,
+def ingest_model(upload: Upload, *, sessions: sessionmaker[Session], settings: Settings, blobs: BlobStore,
                  tenant: Tenant) -> tuple[Model, list[str]]:
     """Check an uploaded HF archive, repack what it keeps as a plain .tar, and store it as a model;
     also the archive's files left out (`contents.kept_in_model`)."""
@@ -77,29 +77,31 @@ def ingest_model(upload: Upload, *, session: Session, settings: Settings, blobs:
         summary = check_model_dir(root)
         tar = work / "model.tar"
         write_tar(root, tar)
-        _check_quota(session, settings, tenant, tar.stat().st_size)
         model_id = new_id("mdl")
+        with sessions() as session:
+            _check_quota(session, settings, tenant, tar.stat().st_size)
 
-        def create_row(blob: StoredBlob) -> Model:
-            return catalog.create_model(
-                session, model_id=model_id, tenant_id=tenant.id, name=upload_name(upload, model_id),
-                source="upload", architecture=summary.architecture, layers=summary.layers,
-                parameters=summary.parameters, blob=blob)
+            def create_row(blob: StoredBlob) -> Model:
+                return catalog.create_model(
+                    session, model_id=model_id, tenant_id=tenant.id, name=upload_name(upload, model_id),
+                    source="upload", architecture=summary.architecture, layers=summary.layers,
+                    parameters=summary.parameters, blob=blob)
 
-        return _store(blobs, f"{tenant.id}/models/{model_id}.tar", tar, create_row), dropped
+            return _store(blobs, f"{tenant.id}/models/{model_id}.tar", tar, create_row), dropped
 
 
-def ingest_dataset(upload: Upload, *, session: Session, settings: Settings, blobs: BlobStore,
+def ingest_dataset(upload: Upload, *, sessions: sessionmaker[Session], settings: Settings, blobs: BlobStore,
                    tenant: Tenant) -> Dataset:
     """Check an uploaded JSONL/CSV file and store it as a dataset."""
     summary = summarize_dataset(upload.path, upload.filename)
-    _check_quota(session, settings, tenant, upload.bytes)
     dataset_id = new_id("ds")
+    with sessions() as session:
+        _check_quota(session, settings, tenant, upload.bytes)
 
-    def create_row(blob: StoredBlob) -> Dataset:
-        return catalog.create_dataset(
-            session, dataset_id=dataset_id, tenant_id=tenant.id, name=upload_name(upload, dataset_id),
-            format=summary.format, rows=summary.rows, columns=summary.columns, preview=summary.preview,
-            blob=blob)
+        def create_row(blob: StoredBlob) -> Dataset:
+            return catalog.create_dataset(
+                session, dataset_id=dataset_id, tenant_id=tenant.id, name=upload_name(upload, dataset_id),
+                format=summary.format, rows=summary.rows, columns=summary.columns, preview=summary.preview,
+                blob=blob)
 
-    return _store(blobs, f"{tenant.id}/datasets/{dataset_id}.{summary.format}", upload.path, create_row)
+        return _store(blobs, f"{tenant.id}/datasets/{dataset_id}.{summary.format}", upload.path, create_row)

@@ -14,10 +14,8 @@ from anyio import to_thread
 from fastapi import FastAPI
 
 from api.admission import AdmissionControl
-from api.errors import install_error_handlers
 from api.metrics import ApiMetrics
 from api.queue import JobQueue
-from api.ratelimit import RateLimits
 from api.routes import datasets, health, jobs, models
 from serving import routes as serving_routes
 from serving.app import create_app as create_serving_app
@@ -25,6 +23,8 @@ from store.blobs import LocalBlobStore
 from store.db import session_factory
 from store.scratch import sweep
 from store.settings import Settings, get_settings
+from web.errors import install_error_handlers
+from web.ratelimit import RateLimits
 
 DESCRIPTION = """Compress BART/mBART teachers by joint distillation and quantization (DQ-BART).
 
@@ -34,12 +34,6 @@ Upload a teacher (`POST /v1/models`) and a dataset (`POST /v1/datasets`), submit
 """
 
 
-# Sync routes and dependencies, and the serialization of a sync route's answer, each take a worker
-# thread, and a request keeps its database connection until its answer is serialized. With fewer
-# threads than requests in flight, requests holding every pooled connection wait for threads while
-# the threads wait for connections: a burst of 300 requests wedged the API for minutes. With more
-# threads than requests in flight (AdmissionControl caps those below this), nobody waits for a thread.
-WORKER_THREADS = 1000
 log = logging.getLogger("dqbart.api")
 
 
@@ -63,7 +57,6 @@ async def _sweep_periodically(app: FastAPI) -> None:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     await _sweep_tmp(app)  # before the first request: a restart after a crash starts clean
     sweeper = asyncio.create_task(_sweep_periodically(app))
     yield

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from store.settings import Settings
-from worker.app import TASK_RUN_JOB, make_celery
+from worker.app import make_celery
+from worker.names import TASK_RUN_JOB
 
 
 class JobQueue:

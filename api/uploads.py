@@ -11,15 +11,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from fastapi import Request
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
-from api.errors import ApiError, invalid
 from store.scratch import Scratch, scratch_file
+from web.errors import ApiError, invalid
+
+if TYPE_CHECKING:  # python_multipart defines its callbacks type for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 _MAX_FIELD_BYTES = 64 * 1024  # small text fields such as `name`
 _MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers on top of the file itself
@@ -63,7 +66,7 @@ class _FormCollector:
         self._sink: IO[bytes] | None = None
         self._buffer = bytearray()
 
-    def callbacks(self) -> dict[str, object]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._part_begin,
             "on_header_field": lambda data, start, end: self._append_header("_header_name", data[start:end]),

@@ -178,7 +178,7 @@ def run_artifact(artifact: Path, documents: list[str], summaries: list[str], s: 
     inputs = encode(served, documents, truncate=True)
     reference_texts, reference_seconds = decode(reference, inputs, params, s.batch_size)
     fast_texts, fast_seconds = decode(served, inputs, params, s.batch_size)
-    reference.model.double()
+    reference.torch_model.double()
     float64_texts, _ = decode(reference, inputs, params, s.batch_size)
     return ArtifactResult(
         name=artifact.name, path=str(artifact), agreement=compare(reference_texts, fast_texts, summaries),

@@ -42,6 +42,7 @@ from compression.evaluate import generate, score
 from compression.pipeline import finetune
 from compression.recipe import EvaluationSpec, TeacherSpec
 from compression.teacher import load_teacher
+from compression.tokenizer import token_id
 from demo.cache import benchmark_teacher_dir
 from demo.teacher import QUICK_SHAPE, TeacherShape, build_teacher, build_translation_teacher
 
@@ -155,7 +156,8 @@ def write_subset(source: Path, dest: Path, count: int) -> Path:
 def mask_spans(text: str, rng: random.Random, ratio: float = 0.3, mean_span: float = 3.0) -> str:
     """BART's text infilling on words: spans of about `mean_span` words, `ratio` of them in all,
     each span replaced by one <mask>."""
-    words, out, index = text.split(), [], 0
+    words, index = text.split(), 0
+    out: list[str] = []
     while index < len(words):
         if rng.random() < ratio / mean_span and out[-1:] != ["<mask>"]:
             out.append("<mask>")
@@ -293,7 +295,7 @@ def final_report(plan: Plan, out: Path, validation: Path, num_beams: int) -> dic
     forced_bos = None
     if task.languages:  # the source language code on the inputs, the target code forced first
         tokenizer.src_lang = task.languages[0]
-        forced_bos = tokenizer.convert_tokens_to_ids(task.languages[1])
+        forced_bos = token_id(tokenizer, task.languages[1])
     spec = EvaluationSpec(num_beams=num_beams, max_length=task.max_lengths[1], batch_size=50)
     predictions = generate(model, tokenizer, [r.source for r in records], spec,
                            max_source_length=task.max_lengths[0], forced_bos_token_id=forced_bos)

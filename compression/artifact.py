@@ -214,7 +214,7 @@ def load(
         raise ModelError("artifact", f"malformed {QUANTIZATION_FILE}: {exc}") from None
     if (path / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(str(path))
-    return model.to(device).eval(), tokenizer
+    return model.to(device).eval(), tokenizer  # type: ignore[arg-type]  # transformers types its wrapped `to` without self
 
 
 def _restore(model: PreTrainedModel, file: Path, manifest: dict[str, Any]) -> None:

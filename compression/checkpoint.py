@@ -216,7 +216,9 @@ def _torch_rng() -> dict[str, torch.Tensor]:
 
 def _host_rng() -> dict[str, Any]:
     version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = np.random.get_state(legacy=True)
+    assert isinstance(state, tuple)  # the legacy form: ("MT19937", keys, pos, has_gauss, cached)
+    name, keys, pos, has_gauss, cached = state
     return {
         "python": [version, list(internal), gauss],
         "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],

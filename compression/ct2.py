@@ -39,6 +39,7 @@ from compression.quantizers import QuantizedTensor
 from compression.recipe import EvaluationSpec, TeacherSpec
 from compression.swap import dequantize_model, quantized_weights
 from compression.teacher import load_teacher
+from compression.tokenizer import decoded_text, token_id, token_ids
 
 Quantization = Literal["int8", "float32", "float16"]
 # Bumped when the conversion changes what it writes, so caches keyed by it convert again.
@@ -265,9 +266,9 @@ def translate(translator: ctranslate2.Translator, tokenizer: PreTrainedTokenizer
     )
     decoded = []
     for result in results:
-        ids = tokenizer.convert_tokens_to_ids(result.hypotheses[0])
+        ids = token_ids(tokenizer, result.hypotheses[0])
         cut = forced_eos and (not ids or ids[-1] != tokenizer.eos_token_id)
-        decoded.append(Decoded(ids, tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids) + cut))
+        decoded.append(Decoded(ids, decoded_text(tokenizer, ids).strip(), len(ids) + cut))
     return decoded
 
 
@@ -281,7 +282,7 @@ def faithfulness(artifact: Path, records: Sequence[Record], task: str, spec: Eva
     """
     model, tokenizer = load(artifact)
     sources, targets = [r.source for r in records], [r.target for r in records]
-    forced = tokenizer.convert_tokens_to_ids(tgt_lang) if tgt_lang else None
+    forced = token_id(tokenizer, tgt_lang) if tgt_lang else None
     greedy = spec.model_copy(update={"num_beams": 1})
     with tempfile.TemporaryDirectory(prefix="ct2-check-") as work:
         try:

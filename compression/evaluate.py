@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sacrebleu
 import torch
 from rouge_score import rouge_scorer
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 
 from compression.data import Record, collate, tokenize
 from compression.recipe import EvaluationSpec
@@ -50,7 +51,8 @@ def generate(
             padding=True,
             return_tensors="pt",
         ).to(device)
-        ids = model.generate(
+        ids = generate_ids(
+            model,
             input_ids=inputs["input_ids"],
             attention_mask=inputs["attention_mask"],
             num_beams=spec.num_beams,
@@ -64,6 +66,16 @@ def generate(
         outputs += [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
     model.train(was_training)
     return outputs
+
+
+def generate_ids(model: PreTrainedModel, **kwargs: Any) -> torch.Tensor:
+    """`model.generate(**kwargs)`: the token ids (no `return_dict_in_generate`)."""
+    assert isinstance(model, GenerationMixin), f"{type(model).__name__} cannot generate"
+    # transformers types generate's self as a Protocol written for another checker, which mypy
+    # matches no model to.
+    ids = model.generate(**kwargs)  # type: ignore[misc]
+    assert isinstance(ids, torch.Tensor), f"generate returned a {type(ids).__name__}"
+    return ids
 
 
 def split_sentences(text: str) -> str:

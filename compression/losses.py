@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ from compression.data import LABEL_PAD
 from compression.recipe import DistillationSpec
 
 ATTENTION_TERMS = ("enc_attn", "dec_attn", "cross_attn")
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -36,8 +38,15 @@ class LossResult:
 
 def task_loss(student_out: Seq2SeqLMOutput) -> LossResult:
     """Cross-entropy only: teacher fine-tuning, or a run whose distillation weights are all 0."""
-    loss = student_out.loss
+    loss = _given(student_out.loss, "loss")
     return LossResult(loss, {"task": loss.item(), "total": loss.item()})
+
+
+def _given(value: _T | None, field: str) -> _T:
+    """An output field a loss term needs; None when the forward pass was not asked for it."""
+    if value is None:
+        raise ValueError(f"the model outputs hold no {field}: the forward pass must be asked for it")
+    return value
 
 
 def distillation_loss(
@@ -59,14 +68,15 @@ def distillation_loss(
     dec_mask = (batch["labels"] != LABEL_PAD).float() if spec.mask_padding else None
     terms: dict[str, torch.Tensor] = {}
     if spec.logits > 0:
-        terms["logits"] = _logits_term(student_out.logits, teacher_out.logits, dec_mask, spec)
+        logits = _given(student_out.logits, "logits"), _given(teacher_out.logits, "logits")
+        terms["logits"] = _logits_term(*logits, dec_mask, spec)
     if spec.attention_weight > 0:
         terms.update(_attention_terms(student_out, teacher_out, encoder_map, decoder_map,
                                       enc_mask, dec_mask, spec.normalize))
     if spec.hidden > 0:
         terms.update(_hidden_terms(student_out, teacher_out, encoder_map, decoder_map,
                                    enc_mask, dec_mask, spec.normalize))
-    task = student_out.loss
+    task = _given(student_out.loss, "loss")
     total = spec.task * task
     for name, value in terms.items():
         total = total + _weight(name, spec) * value
@@ -130,7 +140,7 @@ def _hidden_terms(
                                   dec_mask, normalize),
     }
     if enc_mask is None:
-        last = (student.encoder_last_hidden_state, teacher.encoder_last_hidden_state)
+        last = [_given(out.encoder_last_hidden_state, "the last encoder state") for out in (student, teacher)]
         terms["enc_last"] = _per_example_sum(*last)
     return terms
 
@@ -153,8 +163,8 @@ def _token_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _attention_sum(
-    student: Sequence[torch.Tensor],
-    teacher: Sequence[torch.Tensor],
+    student: Sequence[torch.Tensor] | None,
+    teacher: Sequence[torch.Tensor] | None,
     layer_map: Sequence[int],
     query_mask: torch.Tensor | None,
     key_mask: torch.Tensor | None,
@@ -165,13 +175,14 @@ def _attention_sum(
     mask = None
     if query_mask is not None and key_mask is not None:
         mask = query_mask[:, None, :, None] * key_mask[:, None, None, :]
+    student, teacher = _given(student, "attentions"), _given(teacher, "attentions")
     terms = torch.stack([_mse(student[i], teacher[t], mask, normalize) for i, t in enumerate(layer_map)])
     return terms.mean() if normalize else terms.sum()
 
 
 def _hidden_sum(
-    student: Sequence[torch.Tensor],
-    teacher: Sequence[torch.Tensor],
+    student: Sequence[torch.Tensor] | None,
+    teacher: Sequence[torch.Tensor] | None,
     layer_map: Sequence[int],
     mask: torch.Tensor | None,
     normalize: bool = False,
@@ -179,6 +190,7 @@ def _hidden_sum(
     """Entry 0 is the embedding output (teacher entry 0); entry i is layer i-1's output (teacher m[i-1]+1).
     Summed over the entries, or averaged when normalized."""
     pairs = [(0, 0)] + [(i + 1, t + 1) for i, t in enumerate(layer_map)]
+    student, teacher = _given(student, "hidden states"), _given(teacher, "hidden states")
     terms = torch.stack([_mse(student[s], teacher[t], _token_mask(mask), normalize) for s, t in pairs])
     return terms.mean() if normalize else terms.sum()
 

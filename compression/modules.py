@@ -10,6 +10,8 @@ attention module.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -137,6 +139,8 @@ class WeightQuantizer(nn.Module):
 class ActivationQuantizer(nn.Module):
     """Dynamic per-tensor fake quantization of an activation; a learned step starts from the first batch."""
 
+    initialized: torch.Tensor  # a buffer, with a learned step only
+
     def __init__(
         self, bits: int, clip_val: float, learned_scale: bool, device: torch.device | None = None
     ) -> None:
@@ -222,10 +226,10 @@ class QuantLinear(nn.Linear):
         return linear.train(self.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        both = self.activation_quantizer is not None and self.weight_quantizer is not None
-        if both and multiplies_codes(x) and self.weight_quantizer.group_size is None:
-            x_codes, x_step = self.activation_quantizer.codes(x)
-            w_codes, w_step = self.weight_quantizer.codes(self.weight)
+        act, weights = self.activation_quantizer, self.weight_quantizer
+        if act is not None and weights is not None and multiplies_codes(x) and weights.group_size is None:
+            x_codes, x_step = act.codes(x)
+            w_codes, w_step = weights.codes(self.weight)
             out = torch.matmul(x_codes, w_codes.t()) * (x_step * w_step.reshape(-1))
             return (out if self.bias is None else out + self.bias).to(x.dtype)
         if self.activation_quantizer is not None:
@@ -238,6 +242,7 @@ class QuantEmbedding(nn.Embedding):
     """Token embedding with a per-row fake-quantized weight; keeps the source's embed_scale (BART)."""
 
     weight_quantizer: WeightQuantizer | None
+    embed_scale: float | torch.Tensor
 
     @classmethod
     def from_embedding(
@@ -251,7 +256,9 @@ class QuantEmbedding(nn.Embedding):
         """Wrap `embedding`, sharing its weight; tied copies pass the first one's `weight_quantizer`."""
         new = cls(embedding.num_embeddings, embedding.embedding_dim, embedding.padding_idx, device="meta")
         new.weight = embedding.weight
-        new.embed_scale = getattr(embedding, "embed_scale", 1.0)
+        scale = getattr(embedding, "embed_scale", 1.0)  # BART's scaled embedding: sqrt(d_model)
+        assert isinstance(scale, float | torch.Tensor), f"embed_scale is a {type(scale).__name__}"
+        new.embed_scale = scale
         if weight_quantizer is None and bits != FULL_PRECISION_BITS:
             weight_quantizer = WeightQuantizer(embedding.weight, bits, "per_row", clip_val, learned_scale)
         new.weight_quantizer = weight_quantizer
@@ -272,6 +279,13 @@ class QuantEmbedding(nn.Embedding):
         return rows * self.embed_scale
 
 
+class QuantizedPoints(NamedTuple):
+    query: ActivationQuantizer
+    key: ActivationQuantizer
+    value: ActivationQuantizer
+    probs: ActivationQuantizer
+
+
 class AttentionQuantizers(nn.Module):
     """The four activation points inside attention that the paper quantizes."""
 
@@ -284,9 +298,19 @@ class AttentionQuantizers(nn.Module):
         self.value = make_activation_quantizer(bits, clip_val, learned_scale, device)
         self.probs = make_activation_quantizer(bits, clip_val, learned_scale, device)
 
+    def points(self) -> QuantizedPoints | None:
+        """The four quantizers; None at full precision, where all four are None."""
+        if self.query is None or self.key is None or self.value is None or self.probs is None:
+            return None
+        return QuantizedPoints(self.query, self.key, self.value, self.probs)
 
-def _maybe(quantizer: ActivationQuantizer | None, x: torch.Tensor) -> torch.Tensor:
-    return x if quantizer is None else quantizer(x)
+
+def attention_quantizers(module: nn.Module) -> AttentionQuantizers:
+    """The quantizers `quantize_model` hung on an attention module."""
+    quantizers = module.attention_quantizers
+    if not isinstance(quantizers, AttentionQuantizers):
+        raise TypeError(f"{type(module).__name__} has no quantized attention")
+    return quantizers
 
 
 def quantized_eager_attention(
@@ -305,24 +329,26 @@ def quantized_eager_attention(
     Returns the softmax probabilities before dropout and quantization, as the paper's code
     returns them for the attention loss.
     """
-    quantizers: AttentionQuantizers = module.attention_quantizers
+    points = attention_quantizers(module).points()
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    codes = quantizers.query is not None and multiplies_codes(query)
-    if codes:
-        scores = _code_product(quantizers.query, query * scaling, quantizers.key, key.transpose(2, 3))
-    elif quantizers.query is None:  # eager's own order of operations, so that 32 bits is bit-identical
+    codes = points is not None and multiplies_codes(query)
+    if points is None:  # eager's own order of operations, so that 32 bits is bit-identical
         scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    elif codes:
+        scores = _code_product(points.query, query * scaling, points.key, key.transpose(2, 3))
     else:
-        scores = torch.matmul(quantizers.query(query * scaling), quantizers.key(key).transpose(2, 3))
+        scores = torch.matmul(points.query(query * scaling), points.key(key).transpose(2, 3))
     if attention_mask is not None:
         scores = scores + attention_mask
     probs = F.softmax(scores, dim=-1)
     dropped = F.dropout(probs, p=dropout, training=module.training)
-    if codes:
-        output = _code_product(quantizers.probs, dropped, quantizers.value, value)
+    if points is None:
+        output = torch.matmul(dropped, value)
+    elif codes:
+        output = _code_product(points.probs, dropped, points.value, value)
     else:
-        output = torch.matmul(_maybe(quantizers.probs, dropped), _maybe(quantizers.value, value))
+        output = torch.matmul(points.probs(dropped), points.value(value))
     return output.to(query.dtype).transpose(1, 2).contiguous(), probs
 
 

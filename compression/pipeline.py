@@ -30,6 +30,7 @@ from compression.sequence_targets import teacher_targets, with_teacher_targets
 from compression.student import build_student
 from compression.swap import quantize_model
 from compression.teacher import load_teacher, teacher_fingerprint
+from compression.tokenizer import token_id
 from compression.train import Distiller, TrainResult, Validation, train
 
 FULL_PRECISION = 32
@@ -66,6 +67,11 @@ class _Run:
     def resumes(self, stage: Stage) -> Path | None:
         """The checkpoint to resume `stage` from, if the run resumes inside that stage."""
         return self.resume_from if self.resume_meta and self.resume_meta["stage"] == stage else None
+
+    def resumed(self, key: str) -> Any:
+        """A value from the metadata of the checkpoint the run resumes from."""
+        assert self.resume_meta is not None, "the run does not resume"
+        return self.resume_meta[key]
 
     def loader(self, spec: TrainingSpec, records: Sequence[Record] | None = None) -> ResumableLoader:
         """Batches of `records` (default: the train split) under the spec's length limits."""
@@ -123,7 +129,7 @@ class _Run:
 
     def forced_bos_token_id(self) -> int | None:
         # mBART starts its output with the target language code.
-        return self.tokenizer.convert_tokens_to_ids(self.recipe.tgt_lang) if self.recipe.tgt_lang else None
+        return token_id(self.tokenizer, self.recipe.tgt_lang) if self.recipe.tgt_lang else None
 
     def source_length(self) -> int:
         return min(self.recipe.training.max_source_length, self.max_positions)
@@ -305,7 +311,7 @@ def _finetune_teacher(run: _Run, teacher: PreTrainedModel) -> tuple[PreTrainedMo
         return teacher, None
     saved = run.checkpoint_dir / TEACHER_DIR
     if run.resumes("distilling"):  # fine-tuning finished before that checkpoint was written
-        teacher_dir = Path(run.resume_meta["teacher_dir"])
+        teacher_dir = Path(run.resumed("teacher_dir"))
         return load_teacher(TeacherSpec(path=str(teacher_dir)), run.device)[0], teacher_dir
     run.stage("finetuning_teacher", "fine-tuning the teacher on the task (cross-entropy)")
     train(
@@ -350,7 +356,7 @@ def _distill(
     recipe = run.recipe
     plan = recipe.student
     if run.resumes("distilling"):  # the architecture comes from the checkpoint
-        saved = LayerMap.from_dict(run.resume_meta["layer_map"])
+        saved = LayerMap.from_dict(run.resumed("layer_map"))
         plan = StudentSpec(encoder_layers=saved.encoder, decoder_layers=saved.decoder)
     student, layer_map = build_student(teacher, plan)
     quantize_model(student, effective_quantization(recipe))
@@ -405,10 +411,10 @@ def _latency(models: dict[str, PreTrainedModel], run: _Run) -> dict[str, Any]:
     spec = run.recipe.evaluation.model_copy(update={"batch_size": LATENCY_BATCH})
     figures: dict[str, Any] = {"batch_size": len(texts), "device": str(run.device)}
     for name, model in models.items():
-        options = {"max_source_length": run.source_length(), "forced_bos_token_id": run.forced_bos_token_id()}
-        generate(model, run.tokenizer, texts, spec, **options)
-        start = time.perf_counter()
-        generate(model, run.tokenizer, texts, spec, **options)
+        for _ in ("warm-up", "timed"):
+            start = time.perf_counter()
+            generate(model, run.tokenizer, texts, spec, max_source_length=run.source_length(),
+                     forced_bos_token_id=run.forced_bos_token_id())
         figures[f"{name}_seconds"] = time.perf_counter() - start
     return figures
 

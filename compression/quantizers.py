@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -183,7 +183,7 @@ class SymmetricFakeQuant(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, bits: int, clip: float, per_row: bool
+        ctx: Any, x: torch.Tensor, bits: int, clip: float, per_row: bool
     ) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.clip = clip
@@ -192,7 +192,7 @@ class SymmetricFakeQuant(torch.autograd.Function):
 
     @staticmethod
     def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+        ctx: Any, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         (x,) = ctx.saved_tensors
         return _clipped_pass(grad, x, ctx.clip), None, None, None
@@ -203,7 +203,7 @@ class TernaryFakeQuant(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx, w: torch.Tensor, clip: float, per_row: bool
+        ctx: Any, w: torch.Tensor, clip: float, per_row: bool
     ) -> torch.Tensor:
         ctx.save_for_backward(w)
         ctx.clip = clip
@@ -212,7 +212,7 @@ class TernaryFakeQuant(torch.autograd.Function):
 
     @staticmethod
     def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+        ctx: Any, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         (w,) = ctx.saved_tensors
         return _clipped_pass(grad, w, ctx.clip), None, None
@@ -227,7 +227,7 @@ class LsqFakeQuant(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, step: torch.Tensor, bits: int
+        ctx: Any, x: torch.Tensor, step: torch.Tensor, bits: int
     ) -> torch.Tensor:
         used = lsq_step(step)
         ctx.save_for_backward(x, used)
@@ -236,7 +236,7 @@ class LsqFakeQuant(torch.autograd.Function):
 
     @staticmethod
     def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+        ctx: Any, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         x, step = ctx.saved_tensors
         level = max_level(ctx.bits)
@@ -259,7 +259,7 @@ class SymmetricCodes(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, scale: torch.Tensor, clip: float
+        ctx: Any, x: torch.Tensor, scale: torch.Tensor, clip: float
     ) -> torch.Tensor:
         ctx.save_for_backward(x, scale)
         ctx.clip = clip
@@ -267,7 +267,7 @@ class SymmetricCodes(torch.autograd.Function):
 
     @staticmethod
     def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+        ctx: Any, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         x, scale = ctx.saved_tensors
         return _clipped_pass(grad * scale, x, ctx.clip), None, None
@@ -278,7 +278,7 @@ class TernaryCodes(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx,
+        ctx: Any,
         w: torch.Tensor,
         excess: torch.Tensor,
         alpha: torch.Tensor,
@@ -290,7 +290,7 @@ class TernaryCodes(torch.autograd.Function):
 
     @staticmethod
     def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+        ctx: Any, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         w, alpha = ctx.saved_tensors
         # An all-zero row (alpha 0) has no value to pass a gradient through.
@@ -303,7 +303,7 @@ class LsqCodes(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, step: torch.Tensor, bits: int
+        ctx: Any, x: torch.Tensor, step: torch.Tensor, bits: int
     ) -> torch.Tensor:
         ctx.save_for_backward(x, step)
         ctx.bits = bits
@@ -311,7 +311,7 @@ class LsqCodes(torch.autograd.Function):
 
     @staticmethod
     def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+        ctx: Any, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         x, step = ctx.saved_tensors
         level = max_level(ctx.bits)
@@ -325,13 +325,13 @@ class _ScaleGradient(torch.autograd.Function):
     """The identity, with its gradient multiplied by `factor` (LSQ's step-gradient scale)."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, factor: float) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, factor: float) -> torch.Tensor:
         ctx.factor = factor
         return x.view_as(x)
 
     @staticmethod
     def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+        ctx: Any, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         return grad * ctx.factor, None
 

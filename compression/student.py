@@ -41,7 +41,7 @@ def build_student(teacher: PreTrainedModel, spec: StudentSpec) -> tuple[PreTrain
     student_config.encoder_layers = len(layer_map.encoder)
     student_config.decoder_layers = len(layer_map.decoder)
     student_config._attn_implementation = "eager"
-    student = type(teacher)(student_config).to(device=teacher.device, dtype=teacher.dtype)
+    student = type(teacher)(student_config).to(device=teacher.device, dtype=teacher.dtype)  # type: ignore[call-arg]  # transformers types its wrapped `to` without self
     source = teacher.state_dict()
     with torch.no_grad():
         student.load_state_dict({key: source[teacher_key(key, layer_map)] for key in student.state_dict()})

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import TypeVar
 
+import torch
 from torch import nn
 from transformers import PreTrainedModel
 
@@ -30,18 +32,24 @@ from compression.quantizers import FULL_PRECISION_BITS
 from compression.recipe import QuantizationSpec
 
 _PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def _everywhere(module: nn.Module, name: str) -> bool:
+    return True
 
 
 def swap_modules(
     model: nn.Module,
-    filter_fn: Callable[[nn.Module, str], bool],
-    handler: Callable[[nn.Module, str], nn.Module],
+    kind: type[_M],
+    handler: Callable[[_M, str], nn.Module],
+    filter_fn: Callable[[_M, str], bool] = _everywhere,
 ) -> nn.Module:
-    """Replace every module where `filter_fn(module, name)` holds with `handler(module, name)`."""
+    """Replace every `kind` module where `filter_fn(module, name)` holds with `handler(module, name)`."""
     chosen = [
         (name, module)
         for name, module in model.named_modules(remove_duplicate=False)
-        if name and filter_fn(module, name)
+        if name and isinstance(module, kind) and filter_fn(module, name)
     ]
     for name, module in chosen:
         parent_name, _, child = name.rpartition(".")
@@ -76,32 +84,37 @@ def quantize_model(model: PreTrainedModel, spec: QuantizationSpec) -> PreTrained
     clip, learned = spec.clip_val, spec.learned_scale
     swap_modules(
         model,
-        _is_layer_linear,
+        nn.Linear,
         lambda m, _: QuantLinear.from_linear(
             m, spec.weight_bits, spec.activation_bits, spec.granularity, clip, learned,
             group_size=spec.group_size, ternary=spec.two_bit_scheme == "ternary",
         ),
+        _is_layer_linear,
     )
     _quantize_embeddings(model, spec)
     for module in model.modules():
         if _is_attention(module):
-            device = module.q_proj.weight.device
+            device = next(module.get_submodule("q_proj").parameters()).device
             module.attention_quantizers = AttentionQuantizers(spec.activation_bits, clip, learned, device)
-            module.config = copy.copy(module.config)
-            module.config._attn_implementation = QUANTIZED_ATTENTION
+            # Its own config (a plain attribute, not a submodule), so the rest of the model keeps eager.
+            config = copy.copy(module.__dict__["config"])
+            config._attn_implementation = QUANTIZED_ATTENTION
+            module.__dict__["config"] = config
     return model
 
 
 def _quantize_embeddings(model: PreTrainedModel, spec: QuantizationSpec) -> None:
     names = _token_embedding_names(model)
-    first = model.get_submodule(names[0])
+    first = model.get_input_embeddings()
+    assert isinstance(first, nn.Embedding), f"the input embedding is a {type(first).__name__}"
     quantizer = _row_quantizer(first.weight, spec)
     swap_modules(
         model,
-        lambda _, name: name in names,
+        nn.Embedding,
         lambda m, _: QuantEmbedding.from_embedding(
             m, spec.embedding_bits, spec.clip_val, spec.learned_scale, weight_quantizer=quantizer
         ),
+        lambda _, name: name in names,
     )
     head = model.get_output_embeddings()
     if head is None or type(head) is not nn.Linear:
@@ -116,7 +129,7 @@ def _quantize_embeddings(model: PreTrainedModel, spec: QuantizationSpec) -> None
         )
 
 
-def _row_quantizer(weight: nn.Parameter, spec: QuantizationSpec) -> WeightQuantizer | None:
+def _row_quantizer(weight: torch.Tensor, spec: QuantizationSpec) -> WeightQuantizer | None:
     if spec.embedding_bits == FULL_PRECISION_BITS:
         return None
     return WeightQuantizer(weight, spec.embedding_bits, "per_row", spec.clip_val, spec.learned_scale,
@@ -125,12 +138,12 @@ def _row_quantizer(weight: nn.Parameter, spec: QuantizationSpec) -> WeightQuanti
 
 def dequantize_model(model: PreTrainedModel) -> PreTrainedModel:
     """Undo quantize_model in place: plain layer types, the same tensors, the same state_dict keys."""
-    swap_modules(model, lambda m, _: isinstance(m, QuantLinear), lambda m, _: m.to_linear())
-    swap_modules(model, lambda m, _: isinstance(m, QuantEmbedding), lambda m, _: m.to_embedding())
+    swap_modules(model, QuantLinear, lambda m, _: m.to_linear())
+    swap_modules(model, QuantEmbedding, lambda m, _: m.to_embedding())
     for module in model.modules():
         if hasattr(module, "attention_quantizers"):
             del module.attention_quantizers
-            module.config = model.config
+            module.__dict__["config"] = model.config
     return model
 
 

@@ -63,24 +63,24 @@ def load_teacher(
     if spec.model is not None:
         raise ModelError("teacher.model", "a model id must be resolved to a local path before loading")
     if spec.path is not None:
-        source, param, options = spec.path, "teacher.path", {}
+        source, param, revision = spec.path, "teacher.path", "main"  # a local folder has no revisions
         check_model_dir(Path(source), param)
     else:
-        source, param, options = str(spec.hf), "teacher.hf", {"revision": spec.revision}
+        source, param, revision = str(spec.hf), "teacher.hf", spec.revision or "main"
     try:
-        config = AutoConfig.from_pretrained(source, **options)
+        config = AutoConfig.from_pretrained(source, revision=revision)
     except (OSError, ValueError) as exc:
         raise ModelError(param, f"cannot read the model config: {exc}") from None
     cls = model_class(config, param)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **options)
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
         model = cls.from_pretrained(
-            source, attn_implementation="eager", use_safetensors=True, dtype=torch.float32, **options
+            source, attn_implementation="eager", use_safetensors=True, dtype=torch.float32, revision=revision
         )
     except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: weights that do not fit the config
         raise ModelError(param, f"cannot load the model: {exc}") from None
     require_finite(model.state_dict(), param, "the teacher's weights")
-    return model.to(device).eval(), tokenizer
+    return model.to(device).eval(), tokenizer  # type: ignore[arg-type]  # transformers types its wrapped `to` without self
 
 
 def teacher_fingerprint(path: str | Path) -> str:

@@ -80,3 +80,30 @@ def train_mbart_tokenizer(
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: str | Path) -> None:
     tokenizer.save_pretrained(str(out_dir))
+
+
+# transformers types its lookups of one token and of many as one function returning either; these
+# say which one the caller asked for.
+def token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int:
+    found = tokenizer.convert_tokens_to_ids(token)
+    assert isinstance(found, int), f"{token!r} looked up as {found!r}"
+    return found
+
+
+def token_ids(tokenizer: PreTrainedTokenizerBase, tokens: list[str]) -> list[int]:
+    found = tokenizer.convert_tokens_to_ids(tokens)
+    assert isinstance(found, list), f"{tokens!r} looked up as {found!r}"
+    return found
+
+
+def id_token(tokenizer: PreTrainedTokenizerBase, token_id: int) -> str:
+    found = tokenizer.convert_ids_to_tokens(token_id)
+    assert isinstance(found, str), f"{token_id} looked up as {found!r}"
+    return found
+
+
+def decoded_text(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> str:
+    """One sequence's text without special tokens."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    assert isinstance(text, str), f"decoded as {text!r}"
+    return text

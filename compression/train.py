@@ -5,14 +5,12 @@ accumulation, clip, step, log, evaluate, checkpoint."""
 from __future__ import annotations
 
 import contextlib
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, set_seed
 
 from compression.checkpoint import Checkpointer, TrainingState, restore_checkpoint, snapshot
 from compression.data import ResumableLoader
@@ -62,9 +60,9 @@ def train(
 ) -> TrainResult:
     """Train `model` in place; at the end it holds the best state by `validation.metric` (if any)."""
     total_steps = spec.max_steps or max(1, spec.epochs * len(loader) // spec.grad_accum)
-    model.to(device).train()
+    model.to(device).train()  # type: ignore[arg-type]  # transformers types its wrapped `to` without self
     if distiller is not None:
-        distiller.teacher.to(device).eval().requires_grad_(False)
+        distiller.teacher.to(device).eval().requires_grad_(False)  # type: ignore[arg-type]  # transformers types its wrapped `to` without self
     optimizer = build_optimizer(model, spec)
     scheduler = build_scheduler(optimizer, spec, total_steps)
     state, best_state = TrainingState(loader=replace(loader.position)), None
@@ -74,7 +72,7 @@ def train(
         )
         loader.restore(state.loader)
     else:
-        seed_everything(spec.seed)
+        set_seed(spec.seed)
 
     while state.step < total_steps and not _patience_spent(state, spec):
         epoch = loader.position.epoch
@@ -97,7 +95,7 @@ def train(
 
         # Every step reports (progress bars, cancellation); loss components only at log steps.
         logged = state.step % spec.log_every == 0 or state.step in (1, total_steps)
-        metrics = {f"loss/{k}": v for k, v in losses.items()} | {"lr": scheduler.get_last_lr()[0]}
+        metrics = {f"loss/{k}": v for k, v in losses.items()} | {"lr": float(scheduler.get_last_lr()[0])}
         _report(progress, ProgressEvent("metrics", stage, state.step, total_steps, metrics if logged else {}))
 
         if validation is not None and _due(state.step, spec.eval_every, epoch_done, total_steps):
@@ -161,6 +159,9 @@ def build_scheduler(
     optimizer: torch.optim.Optimizer, spec: TrainingSpec, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup over `warmup_ratio` of the steps, then linear decay to 0."""
+    # Not transformers.get_linear_schedule_with_warmup: it starts warmup at lr 0 (step / warmup),
+    # ours at lr / warmup ((step + 1) / warmup), and no choice of its arguments gives our factors,
+    # so runs and resumed checkpoints would train on a shifted schedule.
     warmup = int(spec.warmup_ratio * total_steps)
 
     def factor(step: int) -> float:
@@ -169,12 +170,6 @@ def build_scheduler(
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _patience_spent(state: TrainingState, spec: TrainingSpec) -> bool:

@@ -84,7 +84,9 @@ def build_teacher(out_dir: Path, shape: TeacherShape = DEMO_SHAPE, seed: int = 0
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = train_bart_tokenizer(sample_texts(train_file), vocab_size=shape.vocab_size)
     torch.manual_seed(seed)
-    model = BartForConditionalGeneration(bart_config(shape, len(tokenizer)))
+    config = bart_config(shape, len(tokenizer))
+    assert isinstance(config, BartConfig)
+    model = BartForConditionalGeneration(config)
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     info = {"shape": asdict(shape), "seed": seed}
@@ -103,7 +105,9 @@ def build_translation_teacher(out_dir: Path, shape: TeacherShape = DEMO_SHAPE, s
     texts = sample_texts(train_file, fields=("source", "target"))
     tokenizer = train_mbart_tokenizer(texts, vocab_size=shape.vocab_size)
     torch.manual_seed(seed)
-    model = MBartForConditionalGeneration(bart_config(shape, len(tokenizer), MBartConfig))
+    config = bart_config(shape, len(tokenizer), MBartConfig)
+    assert isinstance(config, MBartConfig)
+    model = MBartForConditionalGeneration(config)
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     info = {"shape": asdict(shape), "seed": seed, "task": "translation"}

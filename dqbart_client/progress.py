@@ -82,7 +82,7 @@ class ProgressView:
         total = job.progress.total_steps
         if total and bar.total != total:
             bar.reset(total=total)
-        bar.n = min(job.progress.step, bar.total)
+        bar.n = job.progress.step if bar.total is None else min(job.progress.step, bar.total)
         bar.set_description(f"{self.title} [{job.stage or job.status}]")
         bar.set_postfix_str(postfix(job), refresh=False)
         bar.refresh()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import tempfile
 import time
@@ -142,18 +143,18 @@ class Jobs:
     def cancel(self, job_id: str) -> Job:
         return Job.model_validate(self._client.request("POST", f"/v1/jobs/{job_id}/cancel").json())
 
-    def events(self, job_id: str, after: int | None = None) -> list[Event]:
+    def events(self, job_id: str, after: int | None = None) -> builtins.list[Event]:
         """Every event after the event id `after`, oldest first."""
         params = {"after": after} if after is not None else {}
         return list(self._client.paginate(f"/v1/jobs/{job_id}/events", Event, page_size=1000, params=params))
 
-    def metrics(self, job_id: str, name: str | None = None) -> list[MetricPoint]:
+    def metrics(self, job_id: str, name: str | None = None) -> builtins.list[MetricPoint]:
         """Every logged value (loss components, eval metrics), by name then step."""
         params = {"name": name} if name else {}
         body = self._client.request("GET", f"/v1/jobs/{job_id}/metrics", params=params).json()
         return [MetricPoint.model_validate(point) for point in body["data"]]
 
-    def checkpoints(self, job_id: str) -> list[Checkpoint]:
+    def checkpoints(self, job_id: str) -> builtins.list[Checkpoint]:
         body = self._client.request("GET", f"/v1/jobs/{job_id}/checkpoints").json()
         return [Checkpoint.model_validate(point) for point in body["data"]]
 

@@ -17,8 +17,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from api.errors import install_error_handlers
-from api.ratelimit import RateLimits
 from compression.runtime import Form, resolve_device
 from serving import routes
 from serving.batcher import BatchLimits
@@ -26,6 +24,8 @@ from serving.service import InferenceService
 from store.blobs import LocalBlobStore
 from store.db import session_factory
 from store.settings import Settings, get_settings
+from web.errors import install_error_handlers
+from web.ratelimit import RateLimits
 
 
 def create_app(settings: Settings | None = None, *, registry: CollectorRegistry | None = None,

@@ -40,7 +40,7 @@ def choose_engine(setting: Engine, folder: Path, *, packed: bool, budget: float)
     if setting != "auto":
         return EngineChoice(setting, "set by DQB_SERVING_ENGINE", faithfulness)
     loss = None if faithfulness is None else faithfulness.get("metric_loss")
-    if loss is not None and loss > budget:
+    if faithfulness is not None and loss is not None and loss > budget:
         reason = (f"the CTranslate2 form loses {loss:.2f} {faithfulness['metric']} points on validation, "
                   f"more than the budget of {budget:g}")
         return EngineChoice("int8" if packed else "reference", reason, faithfulness)

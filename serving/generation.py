@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from compression.ct2 import translate
+from compression.evaluate import generate_ids
+from serving.engines import Ct2Runtime
 from serving.loading import LoadedModel
 from serving.schemas import HF_DEFAULT_NEW_TOKENS, GenerateParams
 
@@ -70,14 +72,14 @@ def run_batch(key: Hashable, items: list[GenerationItem]) -> list[Generated]:
     """One generate call for items that share a model and settings (see `batch_key`)."""
     loaded, params = items[0].loaded, items[0].params
     if loaded.ct2 is not None:
-        return _run_ctranslate2(loaded, params, items)
-    tokenizer, model = loaded.tokenizer, loaded.model
+        return _run_ctranslate2(loaded, loaded.ct2, params, items)
+    tokenizer, model = loaded.tokenizer, loaded.torch_model
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else model.config.pad_token_id
     input_ids, attention_mask = _pad([item.input_ids for item in items], pad_id)
     device = loaded.runtime.device
     with torch.inference_mode():
-        output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                **params.generate_kwargs(), **loaded.extra_generate_kwargs)
+        output = generate_ids(model, input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                              **params.generate_kwargs(), **loaded.extra_generate_kwargs)
     output = output.cpu()
     texts = tokenizer.batch_decode(output, skip_special_tokens=True)
     # Generated tokens: everything after the decoder start that is not padding.
@@ -85,7 +87,7 @@ def run_batch(key: Hashable, items: list[GenerationItem]) -> list[Generated]:
     return [Generated(text=text.strip(), tokens=int(n)) for text, n in zip(texts, counts, strict=True)]
 
 
-def _run_ctranslate2(loaded: LoadedModel, params: GenerateParams,
+def _run_ctranslate2(loaded: LoadedModel, ct2: Ct2Runtime, params: GenerateParams,
                      items: list[GenerationItem]) -> list[Generated]:
     """The batch on the CTranslate2 translator, with HF generate's meaning of the lengths (a
     `max_length` or `min_length` counts the decoder start token)."""
@@ -97,8 +99,8 @@ def _run_ctranslate2(loaded: LoadedModel, params: GenerateParams,
     if least is None:
         least = max(0, (params.min_length or 0) - 1)
     decoded = translate(
-        loaded.ct2.translator, loaded.tokenizer, [item.input_ids for item in items], max_new_tokens=most,
+        ct2.translator, loaded.tokenizer, [item.input_ids for item in items], max_new_tokens=most,
         min_new_tokens=least, num_beams=params.num_beams, length_penalty=params.length_penalty,
         no_repeat_ngram_size=params.no_repeat_ngram_size, target_prefix=loaded.target_prefix,
-        forced_eos=loaded.ct2.info["decoding"]["forced_eos"])
+        forced_eos=ct2.info["decoding"]["forced_eos"])
     return [Generated(text=d.text, tokens=d.tokens) for d in decoded]

@@ -7,9 +7,6 @@ unpacked once per checksum into the cache folder (a marker file names the checks
 from __future__ import annotations
 
 import json
-import shutil
-import tarfile
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +16,12 @@ from sqlalchemy.orm import Session
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from compression.artifact import QUANTIZATION_FILE, load
+from compression.ct2 import Quantization
 from compression.errors import ModelError
 from compression.recipe import TeacherSpec
 from compression.runtime import Form, RuntimeInfo, model_bytes, optimize_for_inference, resolve_device
 from compression.teacher import load_teacher
+from compression.tokenizer import id_token
 from serving.engines import (
     Ct2Runtime,
     Engine,
@@ -33,9 +32,8 @@ from serving.engines import (
     open_translator,
 )
 from store import catalog
-from store.blobs import BlobStore, sha256_file
+from store.blobs import BlobStore, sha256_file, unpack_tar_once
 
-_MARKER = ".sha256"
 _GENERATION_KEYS = ("num_beams", "max_length", "max_new_tokens", "min_length", "min_new_tokens",
                     "length_penalty", "no_repeat_ngram_size")
 
@@ -72,11 +70,17 @@ class LoadedModel:
     ct2: Ct2Runtime | None = None
 
     @property
+    def torch_model(self) -> PreTrainedModel:
+        """The model our own torch forms run; None only where CTranslate2 serves it."""
+        assert self.model is not None, f"model {self.record.id} is served by CTranslate2"
+        return self.model
+
+    @property
     def target_prefix(self) -> str | None:
         """The token HF generate forces first (mBART's target language, BART's forced BOS)."""
         forced = self.extra_generate_kwargs.get("forced_bos_token_id")
         if forced is not None:
-            return self.tokenizer.convert_ids_to_tokens(forced)
+            return id_token(self.tokenizer, forced)
         return self.ct2.info["decoding"]["target_prefix"] if self.ct2 else None
 
 
@@ -97,24 +101,9 @@ def unpack_artifact(tar_path: Path, expected_sha256: str, cache_root: Path) -> P
     actual = sha256_file(tar_path)
     if actual != expected_sha256:
         raise ArtifactCorrupt(f"artifact checksum {actual} differs from the recorded {expected_sha256}")
-    target = cache_root / expected_sha256
-    marker = target / _MARKER
-    if not (marker.is_file() and marker.read_text() == expected_sha256):
-        cache_root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=cache_root, prefix=".unpack-"))
-        try:
-            with tarfile.open(tar_path) as tar:
-                tar.extractall(staging, filter="data")  # refuses links and paths that leave the folder
-            (staging / _MARKER).write_text(expected_sha256)
-            shutil.rmtree(target, ignore_errors=True)
-            try:
-                staging.rename(target)
-            except OSError:  # another process unpacked the same artifact first
-                if not marker.is_file():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return _model_folder(target)
+    with open(tar_path, "rb") as tar:
+        root = unpack_tar_once(tar, cache_root / expected_sha256, stamp=expected_sha256)
+    return _model_folder(root)
 
 
 def _model_folder(root: Path) -> Path:
@@ -155,6 +144,7 @@ def load_model(record: ModelRecord, blobs: BlobStore, cache_root: Path, *, devic
         # No quantized layers to run on int8 kernels: fp32 on the CPU, fp16 on CUDA.
         form = "fp16" if resolve_device(device).startswith("cuda") else "reference"
     recipe = _recipe(folder)
+    engine = choose_engine(engines.engine, folder, packed=packed, budget=engines.budget)
     loaded = LoadedModel(
         record=record,
         model=model,
@@ -166,18 +156,18 @@ def load_model(record: ModelRecord, blobs: BlobStore, cache_root: Path, *, devic
         bytes=0,
         load_seconds=0.0,
         extra_generate_kwargs=_language_kwargs(tokenizer, recipe),
-        engine=choose_engine(engines.engine, folder, packed=packed, budget=engines.budget),
+        engine=engine,
     )
-    if loaded.engine.engine == "ctranslate2":
+    if engine.engine == "ctranslate2":
         try:
             _on_ctranslate2(loaded, folder, cache_root.parent / "ctranslate2", engines, packed)
         except (ModelError, ValueError, RuntimeError) as exc:
             if engines.engine != "auto":
                 raise ModelError("artifact", f"CTranslate2 cannot serve it: {exc}") from None
-            loaded.engine = fallback(loaded.engine, packed, exc)
+            loaded.engine = engine = fallback(engine, packed, exc)
     if loaded.ct2 is None:
         loaded.model, loaded.runtime = optimize_for_inference(model, device=device, form=_torch_form(
-            loaded.engine.engine, form))
+            engine.engine, form))
         loaded.bytes = model_bytes(loaded.model)
     loaded.load_seconds = time.perf_counter() - started
     return loaded
@@ -191,7 +181,7 @@ def _on_ctranslate2(loaded: LoadedModel, folder: Path, cache: Path, engines: Eng
                     packed: bool) -> None:
     """Serve `loaded` from its CTranslate2 form (the torch model is dropped)."""
     device = loaded.runtime.device
-    quantization = "int8" if packed else "float32"
+    quantization: Quantization = "int8" if packed else "float32"
     model_dir = converted(folder, loaded.record.sha256, cache, quantization)
     ct2 = open_translator(model_dir, device=device, packed=packed, streams=engines.streams,
                           cores=engines.cores)

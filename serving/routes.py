@@ -9,19 +9,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.errors import ApiError, not_found
 from compression.errors import ModelError
 from serving.batcher import QueueFull
 from serving.generation import InputTooLong
 from serving.loading import ArtifactCorrupt, LoadedModel, ModelRecord
 from serving.schemas import InferenceRequest, LengthBeyondModel, SummaryText, TranslationText
 from serving.service import InferenceResult, InferenceService, UnknownKey
+from web.auth import PresentedKey, unknown_key
+from web.errors import ApiError, not_found
 
 router = APIRouter(prefix="/v1/models", tags=["inference"])
 
-_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer dqb_...`")
 _OUTPUT_FIELD = {"summarization": "summary_text", "translation": "translation_text"}
 
 
@@ -29,14 +28,9 @@ def _service(request: Request) -> InferenceService:
     return request.app.state.serving
 
 
-async def _api_key(request: Request, model_id: str,
-                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+async def _api_key(request: Request, model_id: str, key: PresentedKey) -> str:
     """The bearer key, checked against the store (store.tenants) before the body is read, so a
     bad key answers 401 whatever the request holds. The lookup is cached for the route."""
-    if credentials is None:
-        raise ApiError(401, "invalid_api_key", "missing API key: send `Authorization: Bearer <key>`",
-                       headers={"WWW-Authenticate": "Bearer"})
-    key = credentials.credentials
     await _record(_service(request), key, model_id)
     return key
 
@@ -48,8 +42,7 @@ async def _record(service: InferenceService, key: str, model_id: str) -> ModelRe
     try:
         return await service.record_for(key=key, model_id=model_id)
     except UnknownKey:
-        raise ApiError(401, "invalid_api_key", "unknown or revoked API key",
-                       headers={"WWW-Authenticate": "Bearer"}) from None
+        raise unknown_key() from None
 
 
 async def _loaded(request: Request, key: str, model_id: str, task: str | None) -> LoadedModel:

@@ -15,7 +15,6 @@ from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.ratelimit import RateLimits
 from compression.runtime import Form, resolve_device
 from serving.batcher import Arrival, Batcher, BatchLimits, Timing
 from serving.cache import Loaded, ModelCache
@@ -27,6 +26,7 @@ from serving.schemas import GenerateParams, GenerationParameters, check_lengths,
 from store import tenants
 from store.blobs import BlobStore
 from store.tenants import hash_key
+from web.ratelimit import RateLimits
 
 # Auth and model lookups are remembered this long: a burst of requests then reaches the batcher
 # together instead of queueing on the database one by one.

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 CHUNK = 1024 * 1024
+UNPACKED_MARKER = ".complete"  # written last into an unpacked folder; holds the stamp it was unpacked for
 Chunks = Iterable[bytes] | BinaryIO
 
 
@@ -60,10 +61,10 @@ class BlobStore(Protocol):
 
 def _iter_chunks(source: Chunks) -> Iterator[bytes]:
     if hasattr(source, "read"):
-        while chunk := source.read(CHUNK):  # type: ignore[union-attr]
+        while chunk := source.read(CHUNK):
             yield chunk
     else:
-        yield from source  # type: ignore[misc]
+        yield from source
 
 
 class LocalBlobStore:
@@ -161,3 +162,30 @@ def write_tar(src_dir: Path, out: Path) -> None:
             info.mode = 0o644
             with open(path, "rb") as f:
                 tar.addfile(info, f)
+
+
+def unpack_tar_once(source: BinaryIO, target: Path, *, stamp: str) -> Path:
+    """Unpack the tar (or tar.gz) `source` into the folder `target`, unless it holds `stamp` already.
+
+    The tar is unpacked beside `target` and renamed into place with its marker inside, so neither
+    a crash nor a concurrent reader ever sees a half-unpacked folder that looks complete. Members
+    pass the standard library's "data" filter: no absolute paths, nothing outside the folder
+    through ".." or a link, no devices (tarfile.FilterError)."""
+    marker = target / UNPACKED_MARKER
+    if marker.is_file() and marker.read_text() == stamp:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        with tarfile.open(fileobj=source, mode="r:*") as tar:
+            tar.extractall(staging, filter="data")
+        (staging / UNPACKED_MARKER).write_text(stamp)
+        shutil.rmtree(target, ignore_errors=True)
+        try:
+            staging.rename(target)
+        except OSError:  # another process unpacked the same tar first
+            if not marker.is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, Update, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,6 +34,13 @@ class Lease:
     @property
     def should_stop(self) -> bool:
         return self.cancel_requested or not self.owned
+
+
+def _changed(session: Session, statement: Update) -> int:
+    """Rows an UPDATE changed (it runs on a cursor, whose result counts them)."""
+    result = session.execute(statement)
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 def create_job(session: Session, *, tenant_id: str, recipe: dict[str, Any],
@@ -105,14 +112,14 @@ def request_cancel(session: Session, *, tenant_id: str, job_id: str) -> Job | No
     """A queued job is cancelled at once; a running one is flagged and its worker stops within a
     heartbeat. A finished job raises NotCancellable and stays as it was."""
     now = utcnow()
-    cancelled_now = session.execute(
+    cancelled_now = _changed(session,
         update(Job).where(Job.id == job_id, Job.tenant_id == tenant_id, Job.status == "queued")
         .values(status="cancelled", cancel_requested=True, finished_at=now, stage=TERMINAL_STAGE)
-    ).rowcount
-    flagged = cancelled_now or session.execute(
+    )
+    flagged = cancelled_now or _changed(session,
         update(Job).where(Job.id == job_id, Job.tenant_id == tenant_id, Job.status == "running")
         .values(cancel_requested=True)
-    ).rowcount
+    )
     session.commit()
     job = get_job(session, tenant_id=tenant_id, job_id=job_id)
     if job is not None and not flagged:
@@ -145,12 +152,12 @@ def claim_job(session: Session, *, job_id: str, worker_id: str, stale_after: flo
         if locked is None:
             session.rollback()
             return None
-    claimed = session.execute(
+    claimed = _changed(session,
         update(Job).where(Job.id == job_id, claimable).values(
             status="running", worker_id=worker_id, attempts=Job.attempts + 1, heartbeat_at=now,
             started_at=func.coalesce(Job.started_at, now), finished_at=None,
         )
-    ).rowcount
+    )
     session.commit()
     return get_job(session, tenant_id=None, job_id=job_id) if claimed == 1 else None
 
@@ -158,7 +165,7 @@ def claim_job(session: Session, *, job_id: str, worker_id: str, stale_after: flo
 def heartbeat(session: Session, *, job_id: str, worker_id: str, now: datetime | None = None) -> Lease:
     """Refresh the heartbeat of a job this worker holds, and read its cancel flag."""
     held = and_(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
-    owned = session.execute(update(Job).where(held).values(heartbeat_at=now or utcnow())).rowcount == 1
+    owned = _changed(session, update(Job).where(held).values(heartbeat_at=now or utcnow())) == 1
     session.commit()
     cancel = bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
     session.commit()
@@ -248,13 +255,13 @@ def finish_job(session: Session, *, job_id: str, worker_id: str, status: str, er
     """End a job this worker holds; False (and nothing written) if it no longer holds it."""
     if status not in FINISHED_STATUSES:
         raise ValueError(f"status must be one of {FINISHED_STATUSES}, got {status!r}")
-    finished = session.execute(
+    finished = _changed(session,
         update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running").values(
             status=status, stage=TERMINAL_STAGE, finished_at=utcnow(), error_code=error_code,
             error_message=error_message,
             error_param=error_param, result_model_id=result_model_id,
         )
-    ).rowcount == 1
+    ) == 1
     if commit:
         session.commit()
     return finished
@@ -278,7 +285,7 @@ def requeue_stale_job(session: Session, *, job_id: str, stale_after: float,
                       now: datetime | None = None) -> bool:
     """Put a running job with a stale heartbeat back in the queue (its worker is presumed dead)."""
     stale = and_(Job.id == job_id, _running_and_stale(now or utcnow(), stale_after))
-    requeued = session.execute(update(Job).where(stale).values(status="queued", worker_id=None)).rowcount == 1
+    requeued = _changed(session, update(Job).where(stale).values(status="queued", worker_id=None)) == 1
     session.commit()
     if requeued:
         record_event(session, job_id=job_id, type="message", message="worker lost; job queued again",

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     LOG_LEVEL: str = "INFO"
     MAX_CONCURRENT_JOBS: int | None = None  # per tenant, unless the tenant row says otherwise
     STORAGE_LIMIT_BYTES: int | None = None
-    # Overload (api/admission.py, api/ratelimit.py): requests answered at once per API process,
+    # Overload (api/admission.py, web/ratelimit.py): requests answered at once per API process,
     # beyond which more are shed with 503; per-key rates ("" switches one off), kept in memory
     # or, for several API workers, in Redis (redis://...).
     MAX_IN_FLIGHT: int = Field(0, ge=0)  # 0: IN_FLIGHT_PER_CORE per usable core

@@ -1,4 +1,5 @@
-"""The Celery app, from settings only (no training imports: the API imports this to enqueue).
+"""The Celery app's configuration, from settings only: no training imports, and nothing built at
+import (the API imports this to enqueue; `worker.main` builds the worker's app).
 
 The database is the truth about jobs; messages only carry job ids, so results are ignored.
 """
@@ -9,9 +10,7 @@ from typing import Any
 
 from celery import Celery
 
-from store.settings import Settings, get_settings
-
-TASK_RUN_JOB = "dqbart.run_job"
+from store.settings import Settings
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -47,6 +46,3 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue="dqbart",
     )
     return app
-
-
-celery_app = make_celery(get_settings())

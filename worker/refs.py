@@ -1,23 +1,20 @@
 """Turn a service recipe's references ({model: id}, {dataset: id}) into local paths for compress.
 
 Only uploaded ids are accepted here: a recipe through the service must not name files on the
-worker's disk. Model archives are extracted once into DATA_DIR/cache/models/<id>.
+worker's disk. Model archives are unpacked once into DATA_DIR/cache/models/<id>.
 """
 
 from __future__ import annotations
 
-import shutil
-import tarfile
-import tempfile
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from compression.errors import RecipeError
 from compression.recipe import Recipe
-from store.blobs import BlobStore
-from store.models import Artifact, Dataset, Model
+from store import catalog
+from store.blobs import BlobStore, unpack_tar_once
+from store.models import Artifact
 from store.settings import Settings
 
 
@@ -42,11 +39,11 @@ def resolve_recipe(recipe: Recipe, *, session: Session, tenant_id: str, settings
 
 
 def _artifact(session: Session, tenant_id: str, artifact_id: str) -> Artifact | None:
-    return session.scalar(select(Artifact).where(Artifact.id == artifact_id, Artifact.tenant_id == tenant_id))
+    return catalog.get_artifact(session, tenant_id=tenant_id, artifact_id=artifact_id)
 
 
 def _dataset_file(session: Session, tenant_id: str, dataset_id: str, blobs: BlobStore, param: str) -> Path:
-    row = session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id))
+    row = catalog.get_dataset(session, tenant_id=tenant_id, dataset_id=dataset_id)
     artifact = _artifact(session, tenant_id, row.artifact_id) if row is not None else None
     if artifact is None or not blobs.exists(artifact.path):
         raise RecipeError(param, f"no dataset {dataset_id!r}")
@@ -55,27 +52,10 @@ def _dataset_file(session: Session, tenant_id: str, dataset_id: str, blobs: Blob
 
 def model_directory(session: Session, *, tenant_id: str, model_id: str, settings: Settings,
                     blobs: BlobStore) -> Path:
-    """The model's HF directory, extracted from its .tar on first use."""
-    row = session.scalar(select(Model).where(Model.id == model_id, Model.tenant_id == tenant_id))
+    """The model's HF directory, unpacked from its .tar on first use."""
+    row = catalog.get_model(session, tenant_id=tenant_id, model_id=model_id)
     artifact = _artifact(session, tenant_id, row.artifact_id) if row is not None else None
     if artifact is None or not blobs.exists(artifact.path):
         raise RecipeError("teacher.model", f"no model {model_id!r}")
-    target = settings.cache_dir / "models" / model_id
-    if not (target / ".complete").is_file():
-        _extract(blobs, artifact.path, target)
-    return target
-
-
-def _extract(blobs: BlobStore, key: str, target: Path) -> None:
-    # Extract beside the target and rename, so that a concurrent reader or a crash never leaves
-    # a half-extracted model that looks complete.
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        with blobs.open(key) as f, tarfile.open(fileobj=f, mode="r:*") as tar:
-            tar.extractall(work, filter="data")  # refuses absolute paths, "..", links out, devices
-        (work / ".complete").touch()
-        shutil.rmtree(target, ignore_errors=True)
-        work.rename(target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with blobs.open(artifact.path) as tar:
+        return unpack_tar_once(tar, settings.cache_dir / "models" / model_id, stamp=artifact.sha256)

@@ -14,10 +14,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from compression.recipe import Recipe
-from store import jobs
+from store import catalog, jobs
 from store.blobs import BlobStore, write_tar
 from store.ids import new_id
-from store.models import Artifact, Model
 
 
 @dataclass(frozen=True)
@@ -56,15 +55,9 @@ def store_result(session: Session, *, blobs: BlobStore, job_id: str, tenant_id: 
     write_tar(artifact_dir, tar_path)
     blob = blobs.put_file(f"{tenant_id}/models/{model_id}.tar", tar_path)
     try:
-        artifact = Artifact(id=new_id("art"), tenant_id=tenant_id, kind="compressed_model", path=blob.key,
-                            bytes=blob.bytes, sha256=blob.sha256)
-        session.add(artifact)
-        session.flush()
-        session.add(Model(id=model_id, tenant_id=tenant_id, name=name, source="compression",
-                          architecture=summary.architecture, layers=summary.layers,
-                          parameters=summary.parameters, bytes=blob.bytes, sha256=blob.sha256,
-                          artifact_id=artifact.id, job_id=job_id, task=task))
-        session.flush()
+        catalog.create_model(session, model_id=model_id, tenant_id=tenant_id, name=name, source="compression",
+                             architecture=summary.architecture, layers=summary.layers,
+                             parameters=summary.parameters, blob=blob, job_id=job_id, task=task, commit=False)
         if not jobs.finish_job(session, job_id=job_id, worker_id=worker_id, status="succeeded",
                                result_model_id=model_id, commit=False):
             session.rollback()

@@ -28,10 +28,10 @@ from compression.errors import (
     UserInputError,
 )
 from compression.recipe import Recipe
-from store import jobs
+from store import catalog, jobs
 from store.blobs import LocalBlobStore
 from store.db import session_scope
-from store.models import Checkpoint, Model
+from store.models import Checkpoint
 from store.settings import Settings, get_settings
 from worker.dbretry import retry_db
 from worker.heartbeat import HeartbeatMonitor
@@ -135,8 +135,7 @@ def _compress_and_store(settings: Settings, job: ClaimedJob, worker_id: str, pat
         local = resolve_recipe(recipe, session=session, tenant_id=job.tenant_id, settings=settings,
                                blobs=blobs)
         resume_from = _resume_point(session, settings, job)
-        teacher = session.get(Model, recipe.teacher.model)
-        name = model_name(recipe, teacher.name if teacher is not None else "model")
+        name = model_name(recipe, _teacher_name(session, job, recipe))
     shutil.rmtree(paths.work, ignore_errors=True)
     paths.work.mkdir(parents=True)
     run = finetune if recipe.method == "finetune" else compress
@@ -155,6 +154,12 @@ def _compress_and_store(settings: Settings, job: ClaimedJob, worker_id: str, pat
     shutil.rmtree(paths.checkpoints, ignore_errors=True)
     log.info("job %s succeeded: model %s", job.id, model_id)
     return "succeeded"
+
+
+def _teacher_name(session: Session, job: ClaimedJob, recipe: Recipe) -> str:
+    # resolve_recipe has refused a recipe without a teacher model id by now.
+    teacher = catalog.get_model(session, tenant_id=job.tenant_id, model_id=str(recipe.teacher.model))
+    return teacher.name if teacher is not None else "model"
 
 
 def _resume_point(session: Session, settings: Settings, job: ClaimedJob) -> Path | None:

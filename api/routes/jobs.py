@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
@@ -11,8 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 
-from api.deps import SessionDep, SettingsDep, TenantDep
-from api.errors import ApiError, invalid, not_found
+from api.deps import SessionsDep, SettingsDep, TenantDep
 from api.recipes import check_job_recipe, recipe_error
 from api.schemas import (
     ERROR_RESPONSES,
@@ -31,6 +30,7 @@ from compression.recipe import Recipe
 from store import jobs
 from store.models import INT_MAX, Job, Tenant, utcnow
 from store.settings import Settings
+from web.errors import ApiError, invalid, not_found
 
 log = logging.getLogger("dqbart.api")
 
@@ -39,7 +39,7 @@ class RecipeRoute(APIRoute):
     """The body is the typed Recipe (so /docs shows every field, default and bound); an error inside
     it answers 400 naming the field, as the checks against the catalog do."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def route(request: Request) -> Response:
@@ -101,7 +101,7 @@ def _enqueue(request: Request, session: Session, job_id: str) -> None:
 @router.post("", status_code=201, response_model=JobObject,
              responses={409: ERROR_RESPONSES[400], 429: ERROR_RESPONSES[400]})
 def create_job(body: Annotated[Recipe, Body(examples=[RECIPE_EXAMPLE])], request: Request,
-               response: Response, tenant: TenantDep, session: SessionDep, settings: SettingsDep,
+               response: Response, tenant: TenantDep, sessions: SessionsDep, settings: SettingsDep,
                idempotency_key: IdempotencyKey = None) -> JobObject:
     """The recipe (DESIGN.md §3) with `teacher: {"model": ID}` and `dataset: {"dataset": ID,
     "validation": ID}` from your uploads: checked against them, stored, then queued (201; a
@@ -110,38 +110,42 @@ def create_job(body: Annotated[Recipe, Body(examples=[RECIPE_EXAMPLE])], request
         # An empty key would be one key shared by every request that sends it empty.
         raise invalid("Idempotency-Key", "the Idempotency-Key header is empty; send a key or leave the "
                                          "header out")
-    recipe = check_job_recipe(session, tenant_id=tenant.id, recipe=body).to_dict()
-    _check_active_limit(session, settings, tenant, idempotency_key)
-    job, created = jobs.create_job(session, tenant_id=tenant.id, recipe=recipe,
-                                   idempotency_key=idempotency_key)
-    if not created:
-        return _replay(job, recipe, response)
-    _enqueue(request, session, job.id)
+    with sessions() as session:
+        recipe = check_job_recipe(session, tenant_id=tenant.id, recipe=body).to_dict()
+        _check_active_limit(session, settings, tenant, idempotency_key)
+        job, created = jobs.create_job(session, tenant_id=tenant.id, recipe=recipe,
+                                       idempotency_key=idempotency_key)
+        if not created:
+            return _replay(job, recipe, response)
+        _enqueue(request, session, job.id)
     return job_object(job, utcnow())
 
 
 @router.get("", response_model=Page[JobObject])
-def list_jobs(tenant: TenantDep, session: SessionDep, after: Annotated[str | None, cursor("job")] = None,
+def list_jobs(tenant: TenantDep, sessions: SessionsDep, after: Annotated[str | None, cursor("job")] = None,
               limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Page[JobObject]:
-    rows, has_more = jobs.list_jobs(session, tenant_id=tenant.id, after=after, limit=limit)
+    with sessions() as session:
+        rows, has_more = jobs.list_jobs(session, tenant_id=tenant.id, after=after, limit=limit)
     now = utcnow()
     return Page[JobObject](data=[job_object(j, now) for j in rows], has_more=has_more)
 
 
 @router.get("/{job_id}", response_model=JobObject)
-def get_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JobObject:
-    job = jobs.get_job(session, tenant_id=tenant.id, job_id=job_id)
+def get_job(job_id: str, tenant: TenantDep, sessions: SessionsDep) -> JobObject:
+    with sessions() as session:
+        job = jobs.get_job(session, tenant_id=tenant.id, job_id=job_id)
     if job is None:
         raise not_found("job", job_id)
     return job_object(job, utcnow())
 
 
 @router.post("/{job_id}/cancel", response_model=JobObject, responses={409: ERROR_RESPONSES[400]})
-def cancel_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JobObject:
+def cancel_job(job_id: str, tenant: TenantDep, sessions: SessionsDep) -> JobObject:
     """A queued job is cancelled at once; a running one stops within a few seconds; a finished one
     (cancelled included) answers 409 `job_not_cancellable` with its status."""
     try:
-        job = jobs.request_cancel(session, tenant_id=tenant.id, job_id=job_id)
+        with sessions() as session:
+            job = jobs.request_cancel(session, tenant_id=tenant.id, job_id=job_id)
     except jobs.NotCancellable as exc:
         raise ApiError(409, "job_not_cancellable", f"job {job_id} has already finished: its status is "
                                                    f"{exc.status!r}", "id") from None
@@ -151,11 +155,12 @@ def cancel_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JobObject
 
 
 @router.get("/{job_id}/events", response_model=Page[EventObject])
-def list_events(job_id: str, tenant: TenantDep, session: SessionDep,
+def list_events(job_id: str, tenant: TenantDep, sessions: SessionsDep,
                 after: Annotated[int | None, Query(ge=0, le=INT_MAX)] = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Page[EventObject]:
     """Oldest first; pass the last event id as `after` to read on."""
-    page = jobs.list_events(session, tenant_id=tenant.id, job_id=job_id, after=after, limit=limit)
+    with sessions() as session:
+        page = jobs.list_events(session, tenant_id=tenant.id, job_id=job_id, after=after, limit=limit)
     if page is None:
         raise not_found("job", job_id)
     rows, has_more = page
@@ -163,18 +168,20 @@ def list_events(job_id: str, tenant: TenantDep, session: SessionDep,
 
 
 @router.get("/{job_id}/metrics", response_model=Page[MetricPoint])
-def list_metrics(job_id: str, tenant: TenantDep, session: SessionDep,
+def list_metrics(job_id: str, tenant: TenantDep, sessions: SessionsDep,
                  name: str | None = None) -> Page[MetricPoint]:
     """Every logged value (loss components, eval metrics) by name, then step."""
-    rows = jobs.list_metrics(session, tenant_id=tenant.id, job_id=job_id, name=name)
+    with sessions() as session:
+        rows = jobs.list_metrics(session, tenant_id=tenant.id, job_id=job_id, name=name)
     if rows is None:
         raise not_found("job", job_id)
     return Page[MetricPoint](data=[metric_point(m) for m in rows], has_more=False)
 
 
 @router.get("/{job_id}/checkpoints", response_model=Page[CheckpointObject])
-def list_checkpoints(job_id: str, tenant: TenantDep, session: SessionDep) -> Page[CheckpointObject]:
-    rows = jobs.list_checkpoints(session, tenant_id=tenant.id, job_id=job_id)
+def list_checkpoints(job_id: str, tenant: TenantDep, sessions: SessionsDep) -> Page[CheckpointObject]:
+    with sessions() as session:
+        rows = jobs.list_checkpoints(session, tenant_id=tenant.id, job_id=job_id)
     if rows is None:
         raise not_found("job", job_id)
     return Page[CheckpointObject](data=[checkpoint_object(c) for c in rows], has_more=False)

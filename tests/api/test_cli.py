@@ -50,5 +50,5 @@ def test_every_documented_subcommand_parses(argv: list[str]) -> None:
 
 def test_worker_runs_one_job_at_a_time_by_default() -> None:
     command = worker_command()
-    assert command[1:5] == ["-m", "celery", "-A", "worker.app"]
+    assert command[1:5] == ["-m", "celery", "-A", "worker.main"]
     assert command[command.index("--concurrency") + 1] == "1"

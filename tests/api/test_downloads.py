@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from transformers import AutoTokenizer
 
 from api.downloads import ByteRange, parse_range
-from api.errors import ApiError
 from tests.api.conftest import Headers, upload_model
+from web.errors import ApiError
 
 
 @pytest.fixture

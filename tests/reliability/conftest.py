@@ -13,7 +13,8 @@ from store.db import get_engine, upgrade_database
 from store.settings import Settings
 from tests.reliability.servers import OwnPostgres, OwnRedis, own_postgres, own_redis
 from tests.worker.conftest import Installation, make_installation
-from worker.app import TASK_RUN_JOB, make_celery
+from worker.app import make_celery
+from worker.names import TASK_RUN_JOB
 
 MODES = ["embedded", pytest.param("production", marks=pytest.mark.services)]
 

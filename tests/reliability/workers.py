@@ -35,7 +35,7 @@ def worker_env(settings: Settings, **overrides: str) -> dict[str, str]:
 
 def start_worker(settings: Settings, log: Path, **overrides: str) -> subprocess.Popen[bytes]:
     """`celery worker -P solo`: one process, so that killing it kills the training too."""
-    command = [sys.executable, "-m", "celery", "-A", "worker.app:celery_app", "worker", "-P", "solo",
+    command = [sys.executable, "-m", "celery", "-A", "worker.main", "worker", "-P", "solo",
                "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
     with open(log, "ab") as out:
         return subprocess.Popen(command, cwd=REPO, env=worker_env(settings, **overrides), stdout=out,

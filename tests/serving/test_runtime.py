@@ -1,4 +1,4 @@
-"""compression/runtime.py: the fast forms against the reference path (artifact.load)."""
+"""compression/runtime/: the fast forms against the reference path (artifact.load)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from torch import nn
 from transformers import AutoTokenizer
 from transformers.activations import GELUActivation
 
-from compression import runtime
 from compression.artifact import load
 from compression.evaluate import rouge
 from compression.modules import AttentionQuantizers, QuantLinear, quantized_eager_attention
@@ -31,6 +30,7 @@ from compression.runtime import (
     integer_code_attention,
     kernel_is_exact,
     kernel_is_usable,
+    kernels,
     model_bytes,
     optimize_for_inference,
     row_regime,
@@ -256,7 +256,7 @@ def test_fast_path_logits_equal_the_reference_logits(student_artifact: Path) -> 
 
 def _served_bytes(artifact: Path, kernel: LinearKernel, monkeypatch: pytest.MonkeyPatch) -> int:
     """model_bytes of the fast form with every layer on `kernel` (not the kernels timed here)."""
-    monkeypatch.setattr(runtime, "fastest_kernel", lambda regime, in_features, out_features: kernel)
+    monkeypatch.setattr(kernels, "fastest_kernel", lambda regime, in_features, out_features: kernel)
     fast, _ = optimize_for_inference(load(artifact)[0], device="cpu")
     return model_bytes(fast)
 

@@ -19,7 +19,8 @@ from store.db import session_scope
 from tests.services import migrated_database
 from tests.tiny import REPO
 from tests.worker.conftest import Installation, make_installation
-from worker.app import TASK_RUN_JOB, make_celery
+from worker.app import make_celery
+from worker.names import TASK_RUN_JOB
 
 JOB_TIMEOUT_SECONDS = 240
 pytestmark = pytest.mark.slow
@@ -37,7 +38,7 @@ def _start_worker(installation: Installation, log_path: Path) -> subprocess.Pope
            "OMP_NUM_THREADS": "1"}  # a d_model-32 model gains nothing from more threads on shared cores
     with open(log_path, "wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.app:celery_app", "worker", "--concurrency=1",
+            [sys.executable, "-m", "celery", "-A", "worker.main", "worker", "--concurrency=1",
              "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )

@@ -12,9 +12,9 @@ import time
 
 from limits import RateLimitItem, parse, storage, strategies
 
-from api.errors import ApiError
 from store.settings import Settings
 from store.tenants import hash_key
+from web.errors import ApiError
 
 
 class RateLimits:
