@@ -91,7 +91,7 @@
         scales: {
           x: { type: "logarithmic", title: { display: true, text: "weights on disk (log scale)" },
             ticks: { callback: (v) => DQB.bytes(v), maxTicksLimit: 8 } },
-          y: { title: { display: true, text: metric } },
+          y: { beginAtZero: true, title: { display: true, text: metric } },
         },
         plugins: { legend: { position: "bottom", labels: { usePointStyle: true } },
           tooltip: { callbacks: { label } } },

@@ -77,6 +77,13 @@
     $("recipe-json").textContent = JSON.stringify(recipe, null, 2);
   }
 
+  // A log axis labelled at powers of ten only, in short form (1e-3, 0.1, 10).
+  function decade(value) {
+    const exponent = Math.log10(value);
+    if (Math.abs(exponent - Math.round(exponent)) > 1e-9) return "";
+    return Math.abs(exponent) <= 2 ? String(Number(value.toPrecision(1))) : value.toExponential(0);
+  }
+
   function lineChart(canvasId, logScale) {
     return new Chart($(canvasId), {
       type: "line",
@@ -86,7 +93,7 @@
         interaction: { mode: "nearest", axis: "x", intersect: false },
         scales: {
           x: { type: "linear", title: { display: true, text: "step" }, ticks: { precision: 0 } },
-          y: { type: logScale ? "logarithmic" : "linear" },
+          y: logScale ? { type: "logarithmic", ticks: { callback: decade } } : { type: "linear" },
         },
         plugins: { legend: { position: "bottom", labels: { boxWidth: 12, usePointStyle: true } } },
         elements: { point: { radius: 0, hoverRadius: 4 }, line: { borderWidth: 2, tension: 0.15 } },
@@ -159,6 +166,7 @@
       if (!page.has_more) break;
     }
     $("events-count").textContent = `${eventCount} events`;
+    $("events-empty").hidden = eventCount > 0;
     if (atBottom) list.scrollTop = list.scrollHeight;  // follow the tail unless the user scrolled up
   }
 
