@@ -2,10 +2,10 @@
 
 Starts `dqbart serve` (embedded: SQLite, filesystem broker, one worker) on a free local port,
 creates a key, uploads the bundled debian-desc sample, trains the teacher from scratch as a job
-(or re-uploads the one cached by an earlier run), runs two compression jobs with a live
-progress bar, downloads and checks each artifact, summarizes a few validation documents, times
-every model through the summarize endpoint, prints a table, and stops everything it started,
-also on Ctrl-C or error.
+(or re-uploads the one cached by an earlier run, or resumes the training an interrupted run left),
+runs two compression jobs with a live progress bar, downloads and checks each artifact, summarizes
+a few validation documents, times every model through the summarize endpoint, prints a table, and
+stops everything it started, also on Ctrl-C or error.
 """
 
 from __future__ import annotations
