@@ -84,6 +84,13 @@
     return Math.abs(exponent) <= 2 ? String(Number(value.toPrecision(1))) : value.toExponential(0);
   }
 
+  // Whole decades around the data, so the top and bottom lines are labelled and not cut off.
+  function fitDecades(chart, datasets) {
+    const ys = datasets.flatMap((d) => d.data.map((p) => p.y));
+    chart.options.scales.y.min = 10 ** Math.floor(Math.log10(Math.min(...ys)));
+    chart.options.scales.y.max = 10 ** Math.ceil(Math.log10(Math.max(...ys)));
+  }
+
   function lineChart(canvasId, logScale) {
     return new Chart($(canvasId), {
       type: "line",
@@ -93,7 +100,7 @@
         interaction: { mode: "nearest", axis: "x", intersect: false },
         scales: {
           x: { type: "linear", title: { display: true, text: "step" }, ticks: { precision: 0 } },
-          y: logScale ? { type: "logarithmic", ticks: { callback: decade } } : { type: "linear" },
+          y: logScale ? { type: "logarithmic", ticks: { callback: decade } } : { type: "linear", beginAtZero: true },
         },
         plugins: { legend: { position: "bottom", labels: { boxWidth: 12, usePointStyle: true } } },
         elements: { point: { radius: 0, hoverRadius: 4 }, line: { borderWidth: 2, tension: 0.15 } },
@@ -123,6 +130,7 @@
       borderWidth: name === "total" ? 3 : 2, pointRadius: byName[name].length < 12 ? 3 : 0,
     }));
     charts[key].data.datasets = datasets.concat(extra);
+    if (charts[key].options.scales.y.type === "logarithmic") fitDecades(charts[key], datasets);
     charts[key].update("none");
   }
 
