@@ -87,11 +87,17 @@ def owner_key(settings: Settings) -> str:
 
 @pytest.fixture(scope="module")
 def dashboard(service: Service, uploads: dict[str, str]) -> Dashboard:  # noqa: F811
-    response = service.owner.post("/v1/jobs", json=tiny_recipe(uploads, max_steps=4))
-    assert response.status_code == 201, response.text
-    job = service.wait_for_job(response.json()["id"], lambda job: False, timeout=JOB_TIMEOUT_S)
-    assert job["status"] == "succeeded", job
-    return Dashboard(service=service, key=owner_key(service.settings), finished_job=job)
+    """Two finished jobs, 2-bit and 8-bit weights (two sizes for Compare); the first is shown."""
+    ids = []
+    for weight_bits in (2, 8):
+        recipe = tiny_recipe(uploads, max_steps=4)
+        recipe["quantization"]["weight_bits"] = weight_bits
+        response = service.owner.post("/v1/jobs", json=recipe)
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    jobs = [service.wait_for_job(job_id, lambda job: False, timeout=JOB_TIMEOUT_S) for job_id in ids]
+    assert [job["status"] for job in jobs] == ["succeeded", "succeeded"], jobs
+    return Dashboard(service=service, key=owner_key(service.settings), finished_job=jobs[0])
 
 
 def chromium_options(downloads: Path) -> Options:
