@@ -46,10 +46,6 @@ const DQB = (() => {
     return (await request(path, options)).json();
   }
 
-  async function postJson(path, body) {
-    return api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-  }
-
   // A cursor list (newest first) read page by page up to `max` items; `more` if items remain.
   async function list(path, max = 1000) {
     const items = [];
@@ -269,6 +265,6 @@ const DQB = (() => {
 
   document.addEventListener("DOMContentLoaded", init);
 
-  return { api, postJson, request, list, el, $, bytes, count, number, duration, ago, clock, badge, progressBar,
+  return { api, request, list, el, $, bytes, count, number, duration, ago, clock, badge, progressBar,
     progressText, describeRecipe, metricValue, toast, explain, every, download, TERMINAL, TASK_METRIC, start: null };
 })();
