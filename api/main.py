@@ -16,7 +16,8 @@ from fastapi import FastAPI
 from api.admission import AdmissionControl
 from api.metrics import ApiMetrics
 from api.queue import JobQueue
-from api.routes import datasets, health, jobs, models
+from api.routes import datasets, health, jobs, models, reports
+from api.ui import install_ui
 from serving import routes as serving_routes
 from serving.app import create_app as create_serving_app
 from store.blobs import LocalBlobStore
@@ -31,6 +32,7 @@ DESCRIPTION = """Compress BART/mBART teachers by joint distillation and quantiza
 Upload a teacher (`POST /v1/models`) and a dataset (`POST /v1/datasets`), submit a recipe
 (`POST /v1/jobs`), follow the job, then download the compressed model. Every request except
 `/health` needs `Authorization: Bearer <key>` (`dqbart keys create --tenant NAME`).
+The web dashboard is at `/ui`.
 """
 
 
@@ -87,7 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last, so it runs first: a shed request costs no other middleware's work.
     app.add_middleware(AdmissionControl, max_in_flight=settings.max_in_flight,
                        on_shed=app.state.metrics.shed.inc)
-    for module in (health, models, datasets, jobs):
+    for module in (health, models, reports, datasets, jobs):
         app.include_router(module.router)
     _include_serving(app, settings)
+    install_ui(app)
     return app

@@ -2,10 +2,10 @@
 
 Starts `dqbart serve` (embedded: SQLite, filesystem broker, one worker) on a free local port,
 creates a key, uploads the bundled debian-desc sample, trains the teacher from scratch as a job
-(or re-uploads the one cached by an earlier run), runs two compression jobs with a live
-progress bar, downloads and checks each artifact, summarizes a few validation documents, times
-every model through the summarize endpoint, prints a table, and stops everything it started,
-also on Ctrl-C or error.
+(or re-uploads the one cached by an earlier run, or resumes the training an interrupted run left),
+runs two compression jobs with a live progress bar, downloads and checks each artifact, summarizes
+a few validation documents, times every model through the summarize endpoint, prints a table, and
+stops everything it started, also on Ctrl-C or error.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 
 from demo.cache import TeacherCache, built_benchmark_teacher, teacher_key
 from demo.plan import DEMO_PLAN, QUICK_PLAN, DemoPlan, StudentPlan
+from demo.resume import FAST_RECOVERY, TeacherJobNote, clean_up, default_data_dir, prepare_data_dir
 from demo.service import EmbeddedService
 from demo.table import Row, Served, render, student_row, teacher_row
 from demo.teacher import build_teacher
@@ -66,11 +67,17 @@ def read_jsonl(path: Path, limit: int) -> list[dict[str, str]]:
 def run_job(client: Client, recipe: dict[str, Any], title: str) -> Job:
     job = client.jobs.create(recipe)
     say(f"submitted {title}: {job.id}")
+    return follow_job(client, job.id, title)
+
+
+def follow_job(client: Client, job_id: str, title: str, *, cancel_on_interrupt: bool = True) -> Job:
+    """The job to its end, with a progress bar; an interrupt cancels it unless it is to be resumed."""
     view = ProgressView(title, out=sys.stdout)
     try:
-        job = client.jobs.wait(job.id, on_progress=view)
+        job = client.jobs.wait(job_id, on_progress=view)
     except BaseException:
-        client.jobs.cancel(job.id)  # leave nothing running behind an interrupted demo
+        if cancel_on_interrupt:
+            client.jobs.cancel(job_id)  # leave nothing running behind an interrupted demo
         raise
     finally:
         view.close()
@@ -82,9 +89,9 @@ def run_job(client: Client, recipe: dict[str, Any], title: str) -> Job:
 
 
 def obtain_teacher(client: Client, plan: DemoPlan, dataset_ids: dict[str, str], work: Path,
-                   data_files: list[Path]) -> str:
+                   data_files: list[Path], note: TeacherJobNote) -> str:
     """The trained teacher's model id: the benchmark teacher once built, else the demo's own
-    (from the user cache when possible, else trained by a job)."""
+    (from the user cache when possible, else trained by a job, resumed if a run was interrupted)."""
     if plan.use_benchmark_teacher:
         built = built_benchmark_teacher()
         if built is not None:
@@ -99,10 +106,7 @@ def obtain_teacher(client: Client, plan: DemoPlan, dataset_ids: dict[str, str], 
     if cached is not None:
         say(f"reusing the trained teacher cached at {cached}")
         return client.models.upload(cached, name="demo-teacher").id
-    say("building an untrained teacher (BPE tokenizer trained on the sample, random BART weights)")
-    initial = build_teacher(work / "teacher-init", plan.teacher_shape)
-    initial_model = client.models.upload(initial, name="demo-teacher-init")
-    job = run_job(client, plan.teacher_recipe(initial_model.id, dataset_ids), "teacher training")
+    job = train_teacher(client, plan, dataset_ids, work, note, key)
     trained_id = str(job.result_model)
     archive = client.models.download(trained_id, work / "teacher.tar")
     report = json.loads((extract_tar(archive.path, work / "teacher") / "report.json").read_text())
@@ -110,6 +114,44 @@ def obtain_teacher(client: Client, plan: DemoPlan, dataset_ids: dict[str, str], 
     stored = cache.store(key, archive.path, {"model_sha256": archive.sha256, "plan": plan.teacher_spec()})
     say(f"trained teacher cached at {stored}")
     return trained_id
+
+
+def resumable_teacher_job(client: Client, note: TeacherJobNote, key: str) -> str | None:
+    """The teacher job an interrupted run left for this plan, while it can still succeed."""
+    job_id = note.pending(key)
+    if job_id is None:
+        return None
+    try:
+        job = client.jobs.get(job_id)
+    except APIStatusError:  # the note outlived the service's database
+        job = None
+    if job is None or job.status in ("failed", "cancelled", "user_error"):
+        note.forget()
+        return None
+    say(f"resuming the teacher's training (job {job_id}, interrupted at step {job.progress.step} of "
+        f"{job.progress.total_steps}) from its last checkpoint")
+    return job_id
+
+
+def train_teacher(client: Client, plan: DemoPlan, dataset_ids: dict[str, str], work: Path,
+                  note: TeacherJobNote, key: str) -> Job:
+    """The teacher-training job to its end. An interrupt leaves it unfinished, and noted, for the
+    next run to resume instead of starting over from step 0."""
+    job_id = resumable_teacher_job(client, note, key)
+    if job_id is None:
+        say("building an untrained teacher (BPE tokenizer trained on the sample, random BART weights)")
+        initial = build_teacher(work / "teacher-init", plan.teacher_shape)
+        initial_model = client.models.upload(initial, name="demo-teacher-init")
+        job_id = client.jobs.create(plan.teacher_recipe(initial_model.id, dataset_ids)).id
+        note.remember(key, job_id)
+        say(f"submitted teacher training: {job_id}")
+    try:
+        job = follow_job(client, job_id, "teacher training", cancel_on_interrupt=False)
+    except JobFailed:
+        note.forget()  # nothing to resume: the next run trains afresh
+        raise
+    note.forget()
+    return job
 
 
 def say_input_check(check: dict[str, float] | None) -> None:
@@ -199,7 +241,8 @@ def demo(plan: DemoPlan, work: Path, service: EmbeddedService, results: Path) ->
         dataset_ids = {"train": client.datasets.upload(train, "debian-desc-train").id,
                        "validation": client.datasets.upload(validation, "debian-desc-validation").id}
         say(f"uploaded datasets: {dataset_ids}")
-        teacher_id = obtain_teacher(client, plan, dataset_ids, work, [train, validation])
+        teacher_id = obtain_teacher(client, plan, dataset_ids, work, [train, validation],
+                                    TeacherJobNote(service.data_dir))
         reports = {}
         models = {"teacher": teacher_id}
         for student in plan.students:
@@ -231,22 +274,29 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Compress a BART teacher through the service, end to end.")
     parser.add_argument("--quick", action="store_true",
                         help="tiny teacher and a few steps (tests, smoke runs)")
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help="the service's DATA_DIR (default: a temporary folder, removed afterwards)")
+                        help="the service's DATA_DIR (default: demo-service in the user cache, removed "
+                             "afterwards unless an interrupted teacher training waits there to resume)")
     parser.add_argument("--results", type=Path, default=Path("demo-results"),
                         help="where the table and the loss-curve plots are written (default: ./demo-results)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     args.results.mkdir(parents=True, exist_ok=True)
     plan = QUICK_PLAN if args.quick else DEMO_PLAN
     start = time.monotonic()
+    data_dir, owned = (args.data_dir, False) if args.data_dir else (default_data_dir(), True)
+    prepare_data_dir(data_dir, owned=owned)
     with tempfile.TemporaryDirectory(prefix="dqbart-demo-") as tmp, terminate_as_interrupt():
         work = Path(tmp)
-        data_dir = args.data_dir or work / "service"
-        service = EmbeddedService(data_dir=data_dir, log_path=work / "service.log")
+        service = EmbeddedService(data_dir=data_dir, log_path=work / "service.log",
+                                  env_defaults=FAST_RECOVERY)
         try:
             rows = demo(plan, work, service, args.results)
         except KeyboardInterrupt:
@@ -260,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         finally:
             service.stop()
+            if clean_up(data_dir, owned=owned):
+                say(f"the teacher's unfinished training is kept in {data_dir}: the next run resumes it "
+                    "from its last checkpoint")
     say("\n" + render(rows))
     (args.results / "table.txt").write_text(render(rows) + "\n", encoding="utf-8")
     say(f"\nresults (the table and each student's loss curves) are in {args.results.resolve()}/")

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -38,13 +38,14 @@ class EmbeddedService:
     log_path: Path
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    env_defaults: dict[str, str] = field(default_factory=dict)  # settings the user's environment may override
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "DQB_DATA_DIR": str(self.data_dir)}
+        return {**self.env_defaults, **os.environ, "DQB_DATA_DIR": str(self.data_dir)}
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -75,13 +77,45 @@ def test_table_shows_each_model_served_speed_up_over_the_teacher_beside_its_size
     assert teacher_line.split()[-3:] == ["ctranslate2_float32", "40.0", "1.0x"]
 
 
+def wait_for_text(log: Path, text: str, process: subprocess.Popen[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert process.poll() is None, f"the demo exited before {text!r}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"no {text!r} within {timeout:.0f} s:\n{log.read_text()}"
+        time.sleep(0.5)
+
+
+def run_demo(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()  # unlike a kill, lets the demo stop the service it started
+            out, err = process.communicate(timeout=120)
+            pytest.fail(f"the demo took over {timeout:.0f} s:\n{out[-3000:]}{err[-3000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
 @pytest.mark.slow
-def test_quick_demo_runs_end_to_end_and_stops_the_service(tmp_path: Path) -> None:
+def test_quick_demo_resumes_its_interrupted_teacher_then_runs_end_to_end(tmp_path: Path) -> None:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "DQB_DEVICE": "cpu"}
-    done = subprocess.run([sys.executable, "-m", "demo.run", "--quick", "--data-dir", str(tmp_path / "data"),
-                           "--results", str(tmp_path / "results")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    command = [sys.executable, "-m", "demo.run", "--quick", "--data-dir", str(tmp_path / "data"),
+               "--results", str(tmp_path / "results")]
+    log = tmp_path / "interrupted.log"
+    with log.open("w") as out:
+        first = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    wait_for_text(log, "submitted teacher training", first, timeout=240)
+    first.send_signal(signal.SIGTERM)  # the demo unwinds it like Ctrl-C
+    assert first.wait(timeout=120) == 130, log.read_text()
+    assert "the next run resumes it from its last checkpoint" in log.read_text()
+    job_id = re.search(r"submitted teacher training: (job_\w+)", log.read_text())
+    assert job_id is not None
+
+    done = run_demo(command, env, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"resuming the teacher's training (job {job_id.group(1)}" in done.stdout
+    assert "submitted teacher training" not in done.stdout
     assert "matches X-Checksum-SHA256" in done.stdout
     assert "teacher input check: validation loss" in done.stdout
     table = done.stdout.split("demo finished")[0].rsplit("model", 1)[-1]
