@@ -35,7 +35,7 @@ from tests.tiny import SAMPLE_DIR, make_tiny_teacher
 DQBART = str(Path(sys.executable).with_name("dqbart"))
 REDIS_DB = 14  # ours alone on the test server (the store tests use 15)
 STARTUP_TIMEOUT_S = 180.0  # a busy 2-core machine takes a minute to import torch
-TERMINAL = ("succeeded", "failed", "cancelled", "user_error")
+TERMINAL = ("succeeded", "failed", "cancelled", "user_error", "rejected")
 
 
 @dataclass
