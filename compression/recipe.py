@@ -255,6 +255,13 @@ class EvaluationSpec(_Strict):
         return self
 
 
+def _error_at(loc: tuple[str, ...], message: str, value: Any) -> ValidationError:
+    """An error at `loc`: raised inside the recipe's validation, pydantic keeps the location, so
+    that a check across fields still names the exact field (and the API's 400 its param)."""
+    return ValidationError.from_exception_data("Recipe", [{
+        "type": PydanticCustomError("value_error", message), "loc": loc, "input": value}])
+
+
 class GateSpec(_Strict):
     """A quality gate: the student may score at most `max_drop` below the teacher on `metric`, both
     scored on the same validation split with the same generation settings."""
@@ -269,15 +276,9 @@ class GateSpec(_Strict):
     @model_validator(mode="after")
     def _fraction(self) -> GateSpec:
         if self.drop == "relative" and self.max_drop > 1:
-            raise ValueError("a relative max_drop is a fraction of the teacher's score, at most 1")
+            raise _error_at(("max_drop",), "a relative max_drop is a fraction of the teacher's score, "
+                                           "at most 1", self.max_drop)
         return self
-
-
-def _error_at(loc: tuple[str, ...], message: str, value: Any) -> ValidationError:
-    """An error at `loc`: raised inside the recipe's validation, pydantic keeps the location, so
-    that a check across fields still names the exact field (and the API's 400 its param)."""
-    return ValidationError.from_exception_data("Recipe", [{
-        "type": PydanticCustomError("value_error", message), "loc": loc, "input": value}])
 
 
 class Recipe(_Strict):

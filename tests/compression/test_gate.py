@@ -39,7 +39,7 @@ def test_a_recipe_without_a_gate_has_none() -> None:
 
 @pytest.mark.parametrize(("fields", "param"), [
     ({"max_drop": -0.1}, "gate.max_drop"),
-    ({"max_drop": 1.5}, "gate"),  # relative: a fraction of the teacher's score
+    ({"max_drop": 1.5}, "gate.max_drop"),  # relative: a fraction of the teacher's score
     ({}, "gate.max_drop"),
     ({"max_drop": 0.1, "on_fail": "delete"}, "gate.on_fail"),
     ({"max_drop": 0.1, "metric": "bleu"}, "gate.metric"),  # not a summarization metric
