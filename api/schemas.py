@@ -60,6 +60,24 @@ class Layers(BaseModel):
     decoder: int
 
 
+class QualityGate(BaseModel):
+    """The verdict of the recipe's `gate` on the student (compression/gate.py): both scores on the
+    same validation split with the same generation settings, and the drop between them."""
+
+    verdict: Literal["passed", "flagged", "rejected"]
+    passed: bool
+    metric: str
+    teacher: float
+    student: float
+    drop: float = Field(description="teacher minus student, in metric points (negative: the student "
+                                    "scores higher)")
+    relative_drop: float = Field(description="the drop as a fraction of the teacher's score")
+    max_drop: float
+    drop_kind: Literal["relative", "absolute"] = Field(description="which drop max_drop bounds")
+    on_fail: Literal["flag", "reject"]
+    message: str
+
+
 class ModelObject(BaseModel):
     id: str
     name: str
@@ -71,6 +89,9 @@ class ModelObject(BaseModel):
     sha256: str
     task: str | None = None
     job_id: str | None = None
+    quality_gate: QualityGate | None = Field(
+        None, description="a gated job's verdict; `flagged`: inference answers with "
+                          "`X-DQB-Quality-Gate: failed`")
     created_at: datetime
 
 
@@ -111,7 +132,7 @@ class JobError(BaseModel):
 
 class JobObject(BaseModel):
     id: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "user_error"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "user_error", "rejected"]
     stage: str | None
     progress: Progress
     recipe: dict[str, Any]
@@ -122,6 +143,8 @@ class JobObject(BaseModel):
     error: JobError | None
     metrics: dict[str, Any]
     result_model: str | None
+    quality_gate: QualityGate | None = Field(None, description="the verdict of the recipe's gate, once "
+                                                               "a gated job has ended")
 
 
 class EventObject(BaseModel):
@@ -187,5 +210,5 @@ def job_object(job: Job, now: datetime) -> JobObject:
         "id": job.id, "status": job.status, "stage": job.stage, "progress": _progress(job, now),
         "recipe": job.recipe, "created_at": job.created_at, "started_at": job.started_at,
         "finished_at": job.finished_at, "attempts": job.attempts, "error": error,
-        "metrics": job.metrics or {}, "result_model": job.result_model_id,
+        "metrics": job.metrics or {}, "result_model": job.result_model_id, "quality_gate": job.quality_gate,
     })

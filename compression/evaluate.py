@@ -14,10 +14,10 @@ from rouge_score import rouge_scorer
 from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 
 from compression.data import Record, collate, tokenize
-from compression.recipe import EvaluationSpec
+from compression.recipe import TASK_METRICS, EvaluationSpec
 
 # The metric that picks the best checkpoint, per task.
-TASK_METRIC = {"summarization": "rougeLsum", "translation": "bleu"}
+TASK_METRIC = {task: metrics[0] for task, metrics in TASK_METRICS.items()}
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 # A sentence ends at . ! or ? followed by space. nltk's punkt would need a download that is not
 # available offline, and ROUGE-Lsum only needs the newlines between sentences.

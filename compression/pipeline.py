@@ -22,6 +22,7 @@ from compression.ct2 import FAITHFULNESS_RECORDS, faithfulness
 from compression.data import Record, ResumableLoader, Splits, load_splits, tokenize
 from compression.errors import Cancelled, RecipeError, UserInputError
 from compression.evaluate import TASK_METRIC, evaluate_model, generate, input_dependence
+from compression.gate import judge
 from compression.layer_map import LayerMap
 from compression.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 from compression.recipe import QuantizationSpec, Recipe, StudentSpec, TeacherSpec, TrainingSpec
@@ -175,6 +176,8 @@ def compress(
         "latency": latency,
         "examples": examples,
     }
+    if recipe.gate is not None:
+        report["quality_gate"] = judge(recipe.gate, teacher_metrics, student_metrics).to_dict()
 
     def write(tmp: Path) -> None:
         pack(

@@ -20,11 +20,19 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from compression.errors import RecipeError
 
 RECIPE_VERSION = 1
 ALLOWED_BITS = (2, 4, 8, 32)  # 32 = leave in full precision
+# The scores each task reports (compression.evaluate, all on a 0-100 scale); the first one picks the
+# best checkpoint and is a quality gate's default.
+Metric = Literal["rougeLsum", "rouge1", "rouge2", "rougeL", "bleu", "chrf"]
+TASK_METRICS: dict[str, tuple[Metric, ...]] = {
+    "summarization": ("rougeLsum", "rouge1", "rouge2", "rougeL"),
+    "translation": ("bleu", "chrf"),
+}
 
 
 # Every number in a recipe is bounded, generically (`_Strict._bounded`), so that no value, new
@@ -251,6 +259,32 @@ class EvaluationSpec(_Strict):
         return self
 
 
+def _error_at(loc: tuple[str, ...], message: str, value: Any) -> ValidationError:
+    """An error at `loc`: raised inside the recipe's validation, pydantic keeps the location, so
+    that a check across fields still names the exact field (and the API's 400 its param)."""
+    return ValidationError.from_exception_data("Recipe", [{
+        "type": PydanticCustomError("value_error", message), "loc": loc, "input": value}])
+
+
+class GateSpec(_Strict):
+    """A quality gate: the student may score at most `max_drop` below the teacher on `metric`, both
+    scored on the same validation split with the same generation settings."""
+
+    metric: Metric | None = None  # None: the task's own (rougeLsum, bleu); the recipe fills it in
+    # relative: a fraction of the teacher's score (0.02 keeps 98% of it); absolute: metric points
+    max_drop: float = Field(ge=0)
+    drop: Literal["relative", "absolute"] = "relative"
+    # flag: the model is published and marked; reject: no model, the job ends `rejected`
+    on_fail: Literal["flag", "reject"] = "flag"
+
+    @model_validator(mode="after")
+    def _fraction(self) -> GateSpec:
+        if self.drop == "relative" and self.max_drop > 1:
+            raise _error_at(("max_drop",), "a relative max_drop is a fraction of the teacher's score, "
+                                           "at most 1", self.max_drop)
+        return self
+
+
 class Recipe(_Strict):
     version: int = RECIPE_VERSION
     task: Literal["summarization", "translation"] = "summarization"
@@ -269,6 +303,7 @@ class Recipe(_Strict):
     distillation: DistillationSpec = DistillationSpec()
     training: TrainingSpec = TrainingSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
+    gate: GateSpec | None = None  # none: the job succeeds whatever the student scores
 
     @field_validator("version")
     @classmethod
@@ -276,6 +311,21 @@ class Recipe(_Strict):
         if v != RECIPE_VERSION:
             raise ValueError(f"unsupported recipe version {v}; this build reads version {RECIPE_VERSION}")
         return v
+
+    @model_validator(mode="after")
+    def _gate_metric(self) -> Recipe:
+        if self.gate is None:
+            return self
+        if self.method == "finetune":
+            raise _error_at(("gate",), "a gate compares a student with its teacher; method 'finetune' "
+                                       "makes no student", self.gate.model_dump())
+        metrics = TASK_METRICS[self.task]
+        if self.gate.metric is None:
+            self.gate.metric = metrics[0]
+        elif self.gate.metric not in metrics:
+            raise _error_at(("gate", "metric"), f"{self.task} reports {', '.join(metrics)}, not "
+                                                f"{self.gate.metric}", self.gate.metric)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -32,6 +32,11 @@ def _progress(job: Job) -> str:
     return f"{p.step}/{p.total_steps}" if p.total_steps else "-"
 
 
+def _gate(item: Job | Model) -> str:
+    """A gated job's or model's verdict (passed, flagged, rejected); "-" without a gate."""
+    return str(item.quality_gate["verdict"]) if item.quality_gate else "-"
+
+
 def _loss(job: Job) -> str:
     value = job.metrics.get("loss/total", job.metrics.get("loss"))
     return f"{value:.4f}" if isinstance(value, int | float) else "-"
@@ -40,7 +45,7 @@ def _loss(job: Job) -> str:
 MODEL_COLUMNS: list[Column] = [
     ("id", lambda m: m.id), ("name", lambda m: m.name), ("source", lambda m: m.source),
     ("layers", lambda m: f"{m.layers.get('encoder')}-{m.layers.get('decoder')}"),
-    ("parameters", lambda m: f"{m.parameters:,}"), ("size", lambda m: _size(m.bytes)),
+    ("parameters", lambda m: f"{m.parameters:,}"), ("size", lambda m: _size(m.bytes)), ("gate", _gate),
     ("created", lambda m: f"{m.created_at:%Y-%m-%d %H:%M}"),
 ]
 DATASET_COLUMNS: list[Column] = [
@@ -50,7 +55,7 @@ DATASET_COLUMNS: list[Column] = [
 ]
 JOB_COLUMNS: list[Column] = [
     ("id", lambda j: j.id), ("status", lambda j: j.status), ("stage", lambda j: j.stage or "-"),
-    ("step", _progress), ("loss", _loss), ("result", lambda j: j.result_model or "-"),
+    ("step", _progress), ("loss", _loss), ("result", lambda j: j.result_model or "-"), ("gate", _gate),
     ("created", lambda j: f"{j.created_at:%Y-%m-%d %H:%M}"),
 ]
 EVENT_COLUMNS: list[Column] = [

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled", "user_error")
+TERMINAL_STATUSES = ("succeeded", "failed", "cancelled", "user_error", "rejected")
 
 
 class _Object(BaseModel):
@@ -30,6 +30,7 @@ class Model(_Object):
     sha256: str
     task: str | None = None
     job_id: str | None = None
+    quality_gate: dict[str, Any] | None = None  # a gated job's verdict, scores and drop
     created_at: datetime
 
 
@@ -71,6 +72,7 @@ class Job(_Object):
     error: JobError | None = None
     metrics: dict[str, Any] = {}
     result_model: str | None = None
+    quality_gate: dict[str, Any] | None = None
 
     @property
     def done(self) -> bool:

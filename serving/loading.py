@@ -52,6 +52,7 @@ class ModelRecord:
     task: str | None
     blob_key: str
     sha256: str
+    quality_gate: str | None = None  # the gate's verdict (passed | flagged); None: an ungated model
 
 
 @dataclass
@@ -93,7 +94,8 @@ def find_model(session: Session, *, tenant_id: str, model_id: str) -> ModelRecor
     if artifact is None:
         return None
     return ModelRecord(id=model.id, tenant_id=tenant_id, source=model.source, task=model.task,
-                       blob_key=artifact.path, sha256=artifact.sha256)
+                       blob_key=artifact.path, sha256=artifact.sha256,
+                       quality_gate=model.quality_gate["verdict"] if model.quality_gate else None)
 
 
 def unpack_artifact(tar_path: Path, expected_sha256: str, cache_root: Path) -> Path:

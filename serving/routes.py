@@ -22,6 +22,10 @@ from web.errors import ApiError, not_found
 router = APIRouter(prefix="/v1/models", tags=["inference"])
 
 _OUTPUT_FIELD = {"summarization": "summary_text", "translation": "translation_text"}
+# Every answer from a gated model says how it fared, so a caller of a flagged model learns it
+# with each output (a rejected job publishes no model to serve).
+GATE_HEADER = "X-DQB-Quality-Gate"
+_GATE_VALUE = {"passed": "passed", "flagged": "failed"}
 
 
 def _service(request: Request) -> InferenceService:
@@ -113,7 +117,10 @@ async def _infer(request: Request, key: str, model_id: str, body: InferenceReque
         arrival.done()
     field = _OUTPUT_FIELD[task]
     content = [{field: output.text} for output in result.outputs]
-    return JSONResponse(content, headers=_timing_headers(result, started))
+    headers = _timing_headers(result, started)
+    if loaded.record.quality_gate is not None:
+        headers[GATE_HEADER] = _GATE_VALUE[loaded.record.quality_gate]
+    return JSONResponse(content, headers=headers)
 
 
 @router.post("/{model_id}/summarize", response_model=list[SummaryText])

@@ -28,8 +28,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "user_error")
-FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "user_error")
+# rejected: the run finished but its student missed the recipe's quality gate (no model published)
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "user_error", "rejected")
+FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "user_error", "rejected")
 INT_MAX = 2**31 - 1  # the largest value of an Integer column (int4 on PostgreSQL)
 # A finished job's stage, whatever its status: "succeeded" beside "packing" reads as still packing.
 # Where a failed job stopped is in its events.
@@ -133,6 +134,7 @@ class Model(Base):
     artifact_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id"))
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     task: Mapped[str | None] = mapped_column(String(32))  # summarization | translation
+    quality_gate: Mapped[dict[str, Any] | None] = mapped_column()  # compression.gate.GateResult.to_dict
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -183,6 +185,7 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     error_param: Mapped[str | None] = mapped_column(String(200))
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)  # latest value of each metric
+    quality_gate: Mapped[dict[str, Any] | None] = mapped_column()  # the verdict, once a gated run ends
     result_model_id: Mapped[str | None] = mapped_column(
         ForeignKey("models.id", ondelete="SET NULL", use_alter=True)
     )

@@ -308,6 +308,17 @@ CASES = [
              lambda w: w.summarize({"inputs": "text"}, model="dataset")),
     BadInput("summarize: another tenant's model", 404, MISSING, "id",
              lambda w: w.summarize({"inputs": "text"}, model="stranger_model")),
+    # quality gates (the recipe's `gate`, POST /v1/jobs)
+    BadInput("gate: no max_drop", 400, INVALID, "gate.max_drop",
+             lambda w: w.post_job(w.recipe(gate={"on_fail": "reject"}))),
+    BadInput("gate: negative max_drop", 400, INVALID, "gate.max_drop",
+             lambda w: w.post_job(w.recipe(gate={"max_drop": -0.1}))),
+    BadInput("gate: relative max_drop above 1", 400, INVALID, "gate.max_drop",
+             lambda w: w.post_job(w.recipe(gate={"max_drop": 2, "drop": "relative"}))),
+    BadInput("gate: a metric the task does not report", 400, INVALID, "gate.metric",
+             lambda w: w.post_job(w.recipe(gate={"max_drop": 0.02, "metric": "bleu"}))),
+    BadInput("gate: unknown on_fail", 400, INVALID, "gate.on_fail",
+             lambda w: w.post_job(w.recipe(gate={"max_drop": 0.02, "on_fail": "delete"}))),
 ]
 
 

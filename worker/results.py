@@ -49,7 +49,9 @@ def store_result(session: Session, *, blobs: BlobStore, job_id: str, tenant_id: 
                  artifact_dir: Path, report: dict[str, Any], name: str, task: str | None,
                  tar_path: Path) -> str | None:
     """Store the artifact and finish the job as succeeded; the new model id, or None (and nothing
-    kept) when this worker no longer holds the job."""
+    kept) when this worker no longer holds the job. A gate's verdict (passed or flagged) goes on
+    both the model and the job."""
+    gate = report.get("quality_gate")
     summary = summarize_artifact(artifact_dir, report)
     model_id = new_id("mdl")
     write_tar(artifact_dir, tar_path)
@@ -57,9 +59,10 @@ def store_result(session: Session, *, blobs: BlobStore, job_id: str, tenant_id: 
     try:
         catalog.create_model(session, model_id=model_id, tenant_id=tenant_id, name=name, source="compression",
                              architecture=summary.architecture, layers=summary.layers,
-                             parameters=summary.parameters, blob=blob, job_id=job_id, task=task, commit=False)
+                             parameters=summary.parameters, blob=blob, job_id=job_id, task=task,
+                             quality_gate=gate, commit=False)
         if not jobs.finish_job(session, job_id=job_id, worker_id=worker_id, status="succeeded",
-                               result_model_id=model_id, commit=False):
+                               result_model_id=model_id, quality_gate=gate, commit=False):
             session.rollback()
             blobs.delete(blob.key)
             return None

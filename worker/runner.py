@@ -141,6 +141,13 @@ def _compress_and_store(settings: Settings, job: ClaimedJob, worker_id: str, pat
     run = finetune if recipe.method == "finetune" else compress
     result = run(local, paths.out, device=settings.DEVICE, checkpoint_dir=paths.checkpoints,
                  resume_from=resume_from, progress=recorder)
+    gate = result.report.get("quality_gate")
+    if gate is not None:
+        retry_db(lambda: _record_gate(settings, job.id, gate), what=f"recording the gate of {job.id}")
+        if gate["verdict"] == "rejected":  # nothing is published; the report stays in the final event
+            return _end(settings, job, worker_id, paths, status="rejected", code="quality_gate_failed",
+                        message=gate["message"], param="gate", quality_gate=gate,
+                        details={"report": result.report})
 
     def store() -> str | None:
         with session_scope(settings) as session:
@@ -160,6 +167,12 @@ def _teacher_name(session: Session, job: ClaimedJob, recipe: Recipe) -> str:
     # resolve_recipe has refused a recipe without a teacher model id by now.
     teacher = catalog.get_model(session, tenant_id=job.tenant_id, model_id=str(recipe.teacher.model))
     return teacher.name if teacher is not None else "model"
+
+
+def _record_gate(settings: Settings, job_id: str, gate: dict[str, Any]) -> None:
+    with session_scope(settings) as session:
+        jobs.record_event(session, job_id=job_id, type="message", message=gate["message"],
+                          data={"kind": "quality_gate", "quality_gate": gate})
 
 
 def _resume_point(session: Session, settings: Settings, job: ClaimedJob) -> Path | None:
@@ -185,16 +198,19 @@ def _checkpoint_path(settings: Settings, checkpoint: Checkpoint) -> Path:
 
 
 def _end(settings: Settings, job: ClaimedJob, worker_id: str, paths: JobPaths, *, status: str,
-         code: str | None = None, message: str = "", param: str | None = None) -> str:
-    """Finish the job in a final state other than success and remove its partial files."""
+         code: str | None = None, message: str = "", param: str | None = None,
+         quality_gate: dict[str, Any] | None = None, details: dict[str, Any] | None = None) -> str:
+    """Finish the job in a final state other than success and remove its partial files; `details`
+    join the final event (a rejected job keeps its verdict and report there)."""
 
     def finish() -> bool:
         with session_scope(settings) as session:
             if not jobs.finish_job(session, job_id=job.id, worker_id=worker_id, status=status,
-                                   error_code=code, error_message=message or None, error_param=param):
+                                   error_code=code, error_message=message or None, error_param=param,
+                                   quality_gate=quality_gate):
                 return False
             jobs.record_event(session, job_id=job.id, type="message", message=message or status,
-                              data={"kind": status, "code": code, "param": param})
+                              data={"kind": status, "code": code, "param": param, **(details or {})})
             return True
 
     if not retry_db(finish, what=f"ending {job.id} as {status}"):

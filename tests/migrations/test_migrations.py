@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import Connection, create_engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from store.db import alembic_config, upgrade_database
 from store.models import Base
@@ -50,5 +52,29 @@ def test_autogenerate_finds_no_difference_between_models_and_migrations(settings
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def _insert_job(conn: Connection, status: str) -> None:
+    conn.execute(text("INSERT INTO tenants (id, name, created_at) VALUES ('ten_1', 't', :now)"),
+                 {"now": datetime.now(UTC)})
+    conn.execute(text("INSERT INTO jobs (id, tenant_id, status, recipe, progress_step, progress_total, "
+                      "created_at, attempts, metrics, cancel_requested) VALUES ('job_1', 'ten_1', :status, "
+                      "'{}', 0, 0, :now, 1, '{}', false)"), {"status": status, "now": datetime.now(UTC)})
+
+
+def test_the_status_check_takes_rejected_jobs_and_nothing_unknown(settings: Settings) -> None:
+    upgrade_database(settings)
+    engine = create_engine(settings.DATABASE_URL)
+    try:
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            _insert_job(conn, "exploded")
+        with engine.begin() as conn:
+            _insert_job(conn, "rejected")
+        command.downgrade(alembic_config(settings), "0001")
+        with engine.connect() as conn:  # the older schema has no `rejected`: it reads as failed
+            assert conn.execute(text("SELECT status FROM jobs")).scalar_one() == "failed"
+        upgrade_database(settings)
     finally:
         engine.dispose()

@@ -87,6 +87,21 @@ def test_a_model_of_another_task_is_refused(app: FastAPI, stored_model: Any) -> 
     assert response.status_code == 400 and response.json()["error"]["code"] == "unsupported_task"
 
 
+@pytest.mark.parametrize(("verdict", "header"), [("flagged", "failed"), ("passed", "passed"), (None, None)])
+def test_a_gated_model_answers_with_its_gate_verdict(app: FastAPI, serving_settings: Settings,
+                                                     stored_model: Any, verdict: str | None,
+                                                     header: str | None) -> None:
+    model = stored_model()
+    with session_scope(serving_settings) as session:
+        row = session.get(Model, model.id)
+        assert row is not None
+        row.quality_gate = None if verdict is None else {"verdict": verdict}
+        session.commit()
+    response = call(app, lambda c: post(c, model, "text"))
+    assert response.status_code == 200, response.text
+    assert response.headers.get(serving_routes.GATE_HEADER) == header
+
+
 def test_validation_errors_use_the_service_error_shape(app: FastAPI, stored_model: Any) -> None:
     model = stored_model()
     response = call(app, lambda c: post(c, model, "text", num_beams=0))
