@@ -12,6 +12,9 @@ from typing import Any, Literal
 from compression.recipe import GateSpec
 
 Verdict = Literal["passed", "flagged", "rejected"]
+# A student exactly on the bound passes: float rounding alone (30 - 29.4 = 0.6000000000000014)
+# must not fail it.
+TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ def judge(gate: GateSpec, teacher_metrics: dict[str, float], student_metrics: di
     drop = teacher - student
     # Scores are never negative: a teacher at 0 cannot be undercut, and no fraction of 0 exists.
     relative = drop / teacher if teacher > 0 else 0.0
-    within = (relative if gate.drop == "relative" else drop) <= gate.max_drop
+    within = (relative if gate.drop == "relative" else drop) <= gate.max_drop + TOLERANCE
     verdict: Verdict = "passed" if within else ("flagged" if gate.on_fail == "flag" else "rejected")
     return GateResult(verdict=verdict, metric=metric, teacher=teacher, student=student, drop=drop,
                       relative_drop=relative, max_drop=gate.max_drop, drop_kind=gate.drop,

@@ -58,6 +58,11 @@ def test_a_student_within_the_relative_drop_passes() -> None:
     assert result.drop == pytest.approx(0.4) and result.relative_drop == pytest.approx(0.01)
 
 
+def test_a_student_exactly_on_the_bound_passes_despite_float_rounding() -> None:
+    assert judge(_gate(max_drop=0.02), {"rougeLsum": 30.0}, {"rougeLsum": 29.4}).passed
+    assert judge(_gate(max_drop=0.6, drop="absolute"), {"rougeLsum": 30.0}, {"rougeLsum": 29.4}).passed
+
+
 def test_a_student_beyond_the_relative_drop_is_flagged_or_rejected_as_the_gate_says() -> None:
     scores = {"rougeLsum": 40.0}, {"rougeLsum": 38.0}  # 5% below
     assert judge(_gate(max_drop=0.02), *scores).verdict == "flagged"
