@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session, sessionmaker
 
 from api.deps import BlobsDep, SessionsDep, SettingsDep, TenantDep, UploadRateDep
 from api.downloads import blob_download
@@ -23,6 +24,7 @@ from api.schemas import (
 )
 from api.uploads import receive_upload
 from store import catalog
+from store.models import Artifact, Model
 from web.errors import not_found
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERROR_RESPONSES)
@@ -63,6 +65,18 @@ def get_model(model_id: str, tenant: TenantDep, sessions: SessionsDep) -> ModelO
     return model_object(model)
 
 
+def model_with_artifact(sessions: sessionmaker[Session], tenant_id: str,
+                        model_id: str) -> tuple[Model, Artifact]:
+    """The tenant's model and its stored artifact, or 404 `not_found`."""
+    with sessions() as session:
+        model = catalog.get_model(session, tenant_id=tenant_id, model_id=model_id)
+        artifact = None if model is None else catalog.get_artifact(session, tenant_id=tenant_id,
+                                                                   artifact_id=model.artifact_id)
+    if model is None or artifact is None:
+        raise not_found("model", model_id)
+    return model, artifact
+
+
 @router.get("/{model_id}/download", response_class=Response,
             responses={200: TAR, 206: TAR, 416: {"model": ErrorResponse}})
 def download_model(model_id: str, tenant: TenantDep, sessions: SessionsDep, blobs: BlobsDep,
@@ -71,12 +85,7 @@ def download_model(model_id: str, tenant: TenantDep, sessions: SessionsDep, blob
                    range: Annotated[str | None, Header()] = None,
                    if_range: Annotated[str | None, Header()] = None,
                    if_none_match: Annotated[str | None, Header()] = None) -> Response:
-    with sessions() as session:
-        model = catalog.get_model(session, tenant_id=tenant.id, model_id=model_id)
-        artifact = None if model is None else catalog.get_artifact(session, tenant_id=tenant.id,
-                                                                   artifact_id=model.artifact_id)
-    if model is None or artifact is None:
-        raise not_found("model", model_id)
+    model, artifact = model_with_artifact(sessions, tenant.id, model_id)
     if format == "ctranslate2":
         export = ctranslate2_export(settings, blobs, artifact_key=artifact.path, sha256=artifact.sha256)
         return blob_download(export.blobs, key=export.key, sha256=export.sha256,

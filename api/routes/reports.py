@@ -9,10 +9,10 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import BlobsDep, SessionsDep, TenantDep
+from api.routes.models import model_with_artifact
 from api.schemas import ERROR_RESPONSES
-from store import catalog
 from store.blobs import BlobStore
-from web.errors import ApiError, not_found
+from web.errors import ApiError
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERROR_RESPONSES)
 REPORT_FILE = "report.json"  # at the root of every artifact a job packs (compression/artifact.py)
@@ -40,12 +40,7 @@ def get_report(model_id: str, tenant: TenantDep, sessions: SessionsDep, blobs: B
     validation split, `teacher_bytes`, `student_bytes`, `compression_ratio`, parameters, latency
     and example outputs (a fine-tuned teacher's: `metrics` and `parameters`). An uploaded model
     has none: 404 `no_report`."""
-    with sessions() as session:
-        model = catalog.get_model(session, tenant_id=tenant.id, model_id=model_id)
-        artifact = None if model is None else catalog.get_artifact(session, tenant_id=tenant.id,
-                                                                   artifact_id=model.artifact_id)
-    if model is None or artifact is None:
-        raise not_found("model", model_id)
+    model, artifact = model_with_artifact(sessions, tenant.id, model_id)
     report = read_report(blobs, artifact.path) if model.source == "compression" else None
     if report is None:
         raise no_report(model_id)
