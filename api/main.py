@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from api.admission import AdmissionControl
 from api.metrics import ApiMetrics
 from api.queue import JobQueue
-from api.routes import datasets, health, jobs, models, reports
+from api.routes import datasets, health, jobs, models, reports, sweeps
 from api.ui import install_ui
 from serving import routes as serving_routes
 from serving.app import create_app as create_serving_app
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last, so it runs first: a shed request costs no other middleware's work.
     app.add_middleware(AdmissionControl, max_in_flight=settings.max_in_flight,
                        on_shed=app.state.metrics.shed.inc)
-    for module in (health, models, reports, datasets, jobs):
+    for module in (health, models, reports, datasets, jobs, sweeps):
         app.include_router(module.router)
     _include_serving(app, settings)
     install_ui(app)

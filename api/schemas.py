@@ -8,7 +8,8 @@ from typing import Any, Generic, Literal, TypeVar
 from fastapi import Query
 from pydantic import BaseModel, Field
 
-from store.models import Checkpoint, Dataset, Job, JobEvent, JobMetric, Model
+from store.models import Checkpoint, Dataset, Job, JobEvent, JobMetric, Model, Sweep
+from store.sweeps import PointState, describe
 
 T = TypeVar("T")
 
@@ -145,6 +146,10 @@ class JobObject(BaseModel):
     result_model: str | None
     quality_gate: QualityGate | None = Field(None, description="the verdict of the recipe's gate, once "
                                                                "a gated job has ended")
+    result: dict[str, Any] | None = Field(None, description="what the student measured, once made "
+                                                           "(bytes on disk, compression_ratio, metrics, "
+                                                           "teacher_metrics and where they came from)")
+    sweep: str | None = Field(None, description="the sweep this job is a child of")
 
 
 class EventObject(BaseModel):
@@ -211,4 +216,76 @@ def job_object(job: Job, now: datetime) -> JobObject:
         "recipe": job.recipe, "created_at": job.created_at, "started_at": job.started_at,
         "finished_at": job.finished_at, "attempts": job.attempts, "error": error,
         "metrics": job.metrics or {}, "result_model": job.result_model_id, "quality_gate": job.quality_gate,
+        "result": job.result, "sweep": job.sweep_id,
+    })
+
+
+class SweepPoint(BaseModel):
+    """One point of the sweep, as its latest child measured it."""
+
+    index: int
+    method: str
+    bits: str = Field(description="weight-embedding-activation bits, e.g. 2-2-8")
+    layers: str = Field(description="student encoder-decoder layers, e.g. 6-3")
+    status: PointState = Field(description="pending: not started (or waiting for its next rung); "
+                                           "stopped: dropped by successive halving; else its latest "
+                                           "child's status")
+    rung: int | None
+    steps: int | None = Field(description="training steps of its latest child")
+    job_id: str | None
+    model_id: str | None
+    bytes: int | None = Field(description="the student's weights on disk")
+    compression_ratio: float | None
+    metric: float | None = Field(description="the student's score on the gate's metric")
+    gate: Literal["passed", "flagged", "rejected"] | None
+    on_front: bool = Field(description="no measured point is both smaller and better")
+    error_code: str | None
+
+
+class SweepRung(BaseModel):
+    rung: int
+    steps: int
+    points: int
+
+
+class SweepSteps(BaseModel):
+    planned: int = Field(description="the most steps the plan trains (what max_total_steps bounds)")
+    used: int = Field(description="steps of the children finished so far")
+    grid: int = Field(description="what a grid over the same points trains")
+    saved: int | None = Field(description="grid - used, once the sweep has succeeded")
+
+
+class SweepRecommendation(BaseModel):
+    index: int
+    model_id: str
+    bytes: int
+    metric: float
+
+
+class SweepObject(BaseModel):
+    id: str
+    status: Literal["running", "succeeded", "cancelled"]
+    objective: Literal["smallest_passing", "pareto"]
+    strategy: Literal["grid", "successive_halving"]
+    metric: str = Field(description="the gate's metric, which the points and the front are scored on")
+    created_at: datetime
+    finished_at: datetime | None
+    spec: dict[str, Any] = Field(description="the request, with its defaults filled in")
+    rung: int = Field(description="the rung now training (always 0 for a grid)")
+    rungs: list[SweepRung]
+    progress: dict[str, int] = Field(description="points by status")
+    teacher_metrics: dict[str, float] | None = Field(description="scored once, by the first child")
+    points: list[SweepPoint]
+    front: list[int] = Field(description="indices of the Pareto front's points, smallest first")
+    recommended: SweepRecommendation | None = Field(description="the smallest point that passed the gate")
+    reason: str | None = Field(description="why nothing is recommended")
+    steps: SweepSteps
+
+
+def sweep_object(sweep: Sweep, kids: list[Job]) -> SweepObject:
+    spec = sweep.spec
+    return SweepObject.model_validate({
+        "id": sweep.id, "status": sweep.status, "objective": spec["objective"], "strategy": spec["strategy"],
+        "metric": spec["gate"]["metric"], "created_at": sweep.created_at, "finished_at": sweep.finished_at,
+        "spec": spec, "teacher_metrics": sweep.teacher_metrics, **describe(sweep, kids),
     })

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 
 
 def cache_root() -> Path:
@@ -45,3 +46,10 @@ def write_json(path: Path, value: Any) -> None:
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     partial.write_text(json.dumps(value, sort_keys=True) + "\n", encoding="utf-8")
     partial.replace(path)
+
+
+def lock(path: Path) -> FileLock:
+    """One process at a time computes the entry at `path`: concurrent runs of one teacher (a sweep's
+    children on one host) wait for the first and then read its result instead of repeating it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path.with_name(f".{path.name}.lock"))

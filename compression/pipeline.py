@@ -16,7 +16,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from compression.artifact import footprint, pack, write_report
-from compression.cache import cache_root, digest, read_json, write_json
+from compression.cache import cache_root, digest, lock, read_json, write_json
 from compression.checkpoint import Checkpointer, read_metadata
 from compression.ct2 import FAITHFULNESS_RECORDS, faithfulness
 from compression.data import Record, ResumableLoader, Splits, load_splits, tokenize
@@ -114,19 +114,21 @@ class _Run:
         selected on a subset)."""
         return best if best and not self.selects_on_a_subset() else self.evaluate(model)
 
-    def teacher_scores(self, teacher: PreTrainedModel) -> dict[str, float]:
-        """The teacher's scores, computed once per (weights, split, settings) across runs."""
+    def teacher_scores(self, teacher: PreTrainedModel) -> tuple[dict[str, float], str]:
+        """The teacher's scores, computed once per (weights, split, settings) across runs, and where
+        they came from: "cache" or "evaluated"."""
         records = self.splits.validation
         settings = {"task": self.recipe.task, "evaluation": self.recipe.evaluation.model_dump(),
                     "max_source_length": self.source_length(), "forced_bos": self.forced_bos_token_id()}
         texts = [text for r in records for text in (r.source, r.target)]
         path = cache_root() / "teacher-scores" / f"{digest(teacher, texts, settings)}.json"
-        cached = read_json(path)
-        if isinstance(cached, dict):
-            return cached
-        scores = self.evaluate(teacher)
-        write_json(path, scores)
-        return scores
+        with lock(path):
+            cached = read_json(path)
+            if isinstance(cached, dict):
+                return cached, "cache"
+            scores = self.evaluate(teacher)
+            write_json(path, scores)
+        return scores, "evaluated"
 
     def forced_bos_token_id(self) -> int | None:
         # mBART starts its output with the target language code.
@@ -149,8 +151,11 @@ def compress(
     checkpoint_dir: Path | None = None,
     resume_from: Path | None = None,
     progress: ProgressCallback | None = None,
+    teacher_metrics: dict[str, float] | None = None,
 ) -> CompressResult:
-    """Distill and quantize the recipe's teacher into an artifact directory `out_dir`."""
+    """Distill and quantize the recipe's teacher into an artifact directory `out_dir`.
+    `teacher_metrics`: the teacher's scores on this recipe's validation split and evaluation
+    settings, already known (a sweep's children share them); None scores the teacher."""
     if recipe.method == "finetune":
         raise RecipeError("method", "'finetune' trains the teacher alone: run finetune(), not compress()")
     out_dir = Path(out_dir)
@@ -159,7 +164,7 @@ def compress(
     student, layer_map, trained = _distill(run, teacher, teacher_dir)
 
     run.stage("evaluating", f"scoring teacher and student on {len(run.splits.validation)} validation records")
-    teacher_metrics = run.teacher_scores(teacher)
+    teacher_metrics, source = (teacher_metrics, "given") if teacher_metrics else run.teacher_scores(teacher)
     student_metrics = run.final_scores(student, trained.best_metrics)
     latency = _latency({"teacher": teacher, "student": student}, run)
     examples = _examples({"teacher": teacher, "student": student}, run)
@@ -170,6 +175,7 @@ def compress(
         "method": recipe.method,
         "task": recipe.task,
         "teacher_metrics": teacher_metrics,
+        "teacher_metrics_source": source,  # given | cache | evaluated
         "student_metrics": student_metrics,
         "layer_map": layer_map.to_dict(),
         "training_steps": trained.steps,

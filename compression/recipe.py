@@ -35,7 +35,7 @@ TASK_METRICS: dict[str, tuple[Metric, ...]] = {
 }
 
 
-# Every number in a recipe is bounded, generically (`_Strict._bounded`), so that no value, new
+# Every number in a recipe is bounded, generically (`StrictModel._bounded`), so that no value, new
 # fields included, can pass validation and then break the run: an infinite learning rate trained
 # NaN weights, a max_steps of 2**70 overflowed the database. Ints fit the database's INTEGER
 # (steps and counts are stored in it); floats are finite and of a sane magnitude. A few fields
@@ -58,7 +58,7 @@ def _check_number(name: str, value: Any) -> None:
         raise ValueError(f"must be between {low} and {high}, got {value}")
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     # allow_inf_nan=False: inf and NaN are refused as "not a finite number" (JSON bodies can
     # carry them: Python's parser reads Infinity and NaN), before any bound is compared.
     model_config = ConfigDict(extra="forbid", strict=False, frozen=False, allow_inf_nan=False)
@@ -71,7 +71,7 @@ class _Strict(BaseModel):
         return v
 
 
-class TeacherSpec(_Strict):
+class TeacherSpec(StrictModel):
     """Exactly one of: a local HF directory, a hub id, or (through the service) a model id."""
 
     path: str | None = None
@@ -89,7 +89,7 @@ class TeacherSpec(_Strict):
         return self
 
 
-class DatasetSpec(_Strict):
+class DatasetSpec(StrictModel):
     """Local JSONL/CSV files, or (through the service) an uploaded dataset id."""
 
     train: str | None = None
@@ -114,7 +114,7 @@ class DatasetSpec(_Strict):
 LayerPlan = int | list[int] | None
 
 
-class StudentSpec(_Strict):
+class StudentSpec(StrictModel):
     """Layers per stack: a count (default maximally-spaced map) or explicit teacher indices.
 
     None keeps the teacher's depth.
@@ -154,7 +154,7 @@ class StudentSpec(_Strict):
                 )
 
 
-class QuantizationSpec(_Strict):
+class QuantizationSpec(StrictModel):
     weight_bits: int = 8
     embedding_bits: int = 8
     activation_bits: int = 8
@@ -182,7 +182,7 @@ class QuantizationSpec(_Strict):
         return v
 
 
-class DistillationSpec(_Strict):
+class DistillationSpec(StrictModel):
     """The loss: task CE plus weighted distillation terms. A term of weight 0 is not computed,
     and with every distillation weight 0 the teacher is not run at all."""
 
@@ -216,7 +216,7 @@ class DistillationSpec(_Strict):
         return self.logits > 0 or self.hidden > 0 or self.attention_weight > 0
 
 
-class TrainingSpec(_Strict):
+class TrainingSpec(StrictModel):
     # Bounds live on the fields, so an error names the exact field (e.g. training.lr).
     epochs: int = Field(3, ge=1)
     max_steps: int | None = Field(None, ge=1)  # optimizer steps; overrides epochs when set
@@ -241,7 +241,7 @@ class TrainingSpec(_Strict):
     log_every: int = Field(10, ge=1)
 
 
-class EvaluationSpec(_Strict):
+class EvaluationSpec(StrictModel):
     num_beams: int = Field(4, ge=1)
     max_length: int = Field(62, ge=1)
     min_length: int = Field(0, ge=0)
@@ -259,14 +259,14 @@ class EvaluationSpec(_Strict):
         return self
 
 
-def _error_at(loc: tuple[str, ...], message: str, value: Any) -> ValidationError:
+def error_at(loc: tuple[str, ...], message: str, value: Any) -> ValidationError:
     """An error at `loc`: raised inside the recipe's validation, pydantic keeps the location, so
     that a check across fields still names the exact field (and the API's 400 its param)."""
     return ValidationError.from_exception_data("Recipe", [{
         "type": PydanticCustomError("value_error", message), "loc": loc, "input": value}])
 
 
-class GateSpec(_Strict):
+class GateSpec(StrictModel):
     """A quality gate: the student may score at most `max_drop` below the teacher on `metric`, both
     scored on the same validation split with the same generation settings."""
 
@@ -280,12 +280,23 @@ class GateSpec(_Strict):
     @model_validator(mode="after")
     def _fraction(self) -> GateSpec:
         if self.drop == "relative" and self.max_drop > 1:
-            raise _error_at(("max_drop",), "a relative max_drop is a fraction of the teacher's score, "
-                                           "at most 1", self.max_drop)
+            raise error_at(("max_drop",), "a relative max_drop is a fraction of the teacher's score, "
+                                          "at most 1", self.max_drop)
         return self
 
 
-class Recipe(_Strict):
+def fill_gate_metric(gate: GateSpec, task: str) -> None:
+    """A gate without a metric takes the task's own; one the task does not report is an error at
+    gate.metric."""
+    metrics = TASK_METRICS[task]
+    if gate.metric is None:
+        gate.metric = metrics[0]
+    elif gate.metric not in metrics:
+        raise error_at(("gate", "metric"), f"{task} reports {', '.join(metrics)}, not {gate.metric}",
+                       gate.metric)
+
+
+class Recipe(StrictModel):
     version: int = RECIPE_VERSION
     task: Literal["summarization", "translation"] = "summarization"
     src_lang: str | None = None  # mBART language codes, translation only
@@ -317,14 +328,9 @@ class Recipe(_Strict):
         if self.gate is None:
             return self
         if self.method == "finetune":
-            raise _error_at(("gate",), "a gate compares a student with its teacher; method 'finetune' "
-                                       "makes no student", self.gate.model_dump())
-        metrics = TASK_METRICS[self.task]
-        if self.gate.metric is None:
-            self.gate.metric = metrics[0]
-        elif self.gate.metric not in metrics:
-            raise _error_at(("gate", "metric"), f"{self.task} reports {', '.join(metrics)}, not "
-                                                f"{self.gate.metric}", self.gate.metric)
+            raise error_at(("gate",), "a gate compares a student with its teacher; method 'finetune' "
+                                      "makes no student", self.gate.model_dump())
+        fill_gate_metric(self.gate, self.task)
         return self
 
     def to_dict(self) -> dict[str, Any]:

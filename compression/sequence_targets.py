@@ -14,7 +14,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from compression.cache import cache_root, digest
+from compression.cache import cache_root, digest, lock
 from compression.data import Record
 from compression.evaluate import generate
 from compression.recipe import EvaluationSpec
@@ -38,9 +38,17 @@ def teacher_targets(
                 "forced_bos_token_id": forced_bos_token_id}
     folder = cache or cache_root() / "sequence-targets"
     done_file = folder / f"{digest(teacher, sources, settings)}.jsonl"
-    if done_file.is_file():
-        return _read(done_file)
-    folder.mkdir(parents=True, exist_ok=True)
+    with lock(done_file):  # two writers would interleave their lines in the partial file
+        if done_file.is_file():
+            return _read(done_file)
+        return _generate_all(teacher, tokenizer, sources, spec, max_source_length, forced_bos_token_id,
+                             done_file, on_chunk)
+
+
+def _generate_all(teacher: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sources: Sequence[str],
+                  spec: EvaluationSpec, max_source_length: int, forced_bos_token_id: int | None,
+                  done_file: Path, on_chunk: Callable[[int, int], None] | None) -> list[str]:
+    """Generate what the partial file lacks, chunk by chunk (a stopped run resumes), then publish it."""
     partial = done_file.with_suffix(".partial")
     outputs = _read(partial) if partial.is_file() else []
     while len(outputs) < len(sources):

@@ -252,8 +252,9 @@ def list_metrics(session: Session, *, tenant_id: str, job_id: str,
 def finish_job(session: Session, *, job_id: str, worker_id: str, status: str, error_code: str | None = None,
                error_message: str | None = None, error_param: str | None = None,
                result_model_id: str | None = None, quality_gate: dict[str, Any] | None = None,
-               commit: bool = True) -> bool:
-    """End a job this worker holds; False (and nothing written) if it no longer holds it."""
+               result: dict[str, Any] | None = None, commit: bool = True) -> bool:
+    """End a job this worker holds; False (and nothing written) if it no longer holds it. `result`:
+    what the student measured, where a student was made (succeeded or rejected)."""
     if status not in FINISHED_STATUSES:
         raise ValueError(f"status must be one of {FINISHED_STATUSES}, got {status!r}")
     finished = _changed(session,
@@ -261,6 +262,7 @@ def finish_job(session: Session, *, job_id: str, worker_id: str, status: str, er
             status=status, stage=TERMINAL_STAGE, finished_at=utcnow(), error_code=error_code,
             error_message=error_message,
             error_param=error_param, result_model_id=result_model_id, quality_gate=quality_gate,
+            result=result,
         )
     ) == 1
     if commit:

@@ -36,6 +36,8 @@ INT_MAX = 2**31 - 1  # the largest value of an Integer column (int4 on PostgreSQ
 # Where a failed job stopped is in its events.
 TERMINAL_STAGE = "done"
 EVENT_TYPES = ("message", "metrics", "stage")
+# succeeded: every point ran (children that failed are reported, not the sweep's failure)
+SWEEP_STATUSES = ("running", "succeeded", "cancelled")
 ARTIFACT_KINDS = ("model_upload", "dataset", "compressed_model", "checkpoint")
 MODEL_SOURCES = ("upload", "compression")
 
@@ -158,6 +160,28 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Sweep(Base):
+    """One request over many points (compression.sweep); its children are jobs with its id."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (
+        CheckConstraint(_in("status", SWEEP_STATUSES), name="status"),
+        UniqueConstraint("tenant_id", "idempotency_key"),
+        Index("ix_sweeps_tenant_id_id", "tenant_id", "id"),
+        Index("ix_sweeps_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    spec: Mapped[dict[str, Any]] = mapped_column()  # compression.sweep.SweepSpec.to_dict
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    rung: Mapped[int] = mapped_column(Integer, default=0)  # the rung now training (successive halving)
+    teacher_metrics: Mapped[dict[str, Any] | None] = mapped_column()  # from its first finished child
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
@@ -165,6 +189,8 @@ class Job(Base):
         UniqueConstraint("tenant_id", "idempotency_key"),
         Index("ix_jobs_tenant_id_id", "tenant_id", "id"),
         Index("ix_jobs_status_heartbeat_at", "status", "heartbeat_at"),
+        # A sweep runs each point at each rung exactly once, however many workers advance it.
+        UniqueConstraint("sweep_id", "sweep_point", "sweep_rung"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -186,6 +212,11 @@ class Job(Base):
     error_param: Mapped[str | None] = mapped_column(String(200))
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)  # latest value of each metric
     quality_gate: Mapped[dict[str, Any] | None] = mapped_column()  # the verdict, once a gated run ends
+    # What the finished student measured (bytes on disk, ratio, scores): kept for a rejected run too
+    result: Mapped[dict[str, Any] | None] = mapped_column()
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    sweep_point: Mapped[int | None] = mapped_column(Integer)
+    sweep_rung: Mapped[int | None] = mapped_column(Integer)
     result_model_id: Mapped[str | None] = mapped_column(
         ForeignKey("models.id", ondelete="SET NULL", use_alter=True)
     )

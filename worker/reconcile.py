@@ -10,31 +10,32 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from store import jobs
+from store import jobs, sweeps
 from store.db import session_scope
 from store.models import utcnow
 from store.settings import Settings
+from worker.sweeps import Send, advance
 
 log = logging.getLogger("dqbart.worker")
 
-Send = Callable[[str], None]  # enqueue one job id
 
 
 @dataclass
 class ReconcileReport:
     requeued: list[str] = field(default_factory=list)  # were running with a stale heartbeat
     resent: list[str] = field(default_factory=list)  # every job id sent again, requeued ones included
+    started: list[str] = field(default_factory=list)  # sweep children queued by this pass
 
 
 def reconcile(session: Session, settings: Settings, now: datetime | None = None, *,
               send: Send) -> ReconcileReport:
-    """Requeue running jobs with a stale heartbeat, and send every job that waits too long again."""
+    """Requeue running jobs with a stale heartbeat, send every job that waits too long again, and
+    move every running sweep on (a child's end may have found no free slot, or its worker died)."""
     now = now or utcnow()
     report = ReconcileReport()
     for job in jobs.stale_jobs(session, stale_after=settings.STALE_AFTER_SECONDS, now=now):
@@ -47,8 +48,11 @@ def reconcile(session: Session, settings: Settings, now: datetime | None = None,
         jobs.mark_enqueued(session, job_id=job_id, now=now)
         send(job_id)
         report.resent.append(job_id)
-    if report.resent:
-        log.info("reconciler: requeued %s, sent again %s", report.requeued, report.resent)
+    for sweep_id in sweeps.running_sweep_ids(session):
+        report.started += advance(session, settings, sweep_id, send)
+    if report.resent or report.started:
+        log.info("reconciler: requeued %s, sent again %s, sweep children started %s", report.requeued,
+                 report.resent, report.started)
     return report
 
 

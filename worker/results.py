@@ -38,6 +38,14 @@ def parameter_count(report: dict[str, Any]) -> int:
     return int(report.get("student_parameters", report.get("parameters", 0)))
 
 
+def job_result(report: dict[str, Any]) -> dict[str, Any]:
+    """What the student measured, kept on the job (a sweep reads its points from these)."""
+    return {"bytes": int(report["student_bytes"]), "compression_ratio": float(report["compression_ratio"]),
+            "metrics": report["student_metrics"], "teacher_metrics": report["teacher_metrics"],
+            "teacher_metrics_source": report.get("teacher_metrics_source"),
+            "training_steps": int(report.get("training_steps", 0))}
+
+
 def model_name(recipe: Recipe, teacher_name: str) -> str:
     if recipe.method == "finetune":
         return f"{teacher_name}-finetuned"[:200]
@@ -62,7 +70,8 @@ def store_result(session: Session, *, blobs: BlobStore, job_id: str, tenant_id: 
                              parameters=summary.parameters, blob=blob, job_id=job_id, task=task,
                              quality_gate=gate, commit=False)
         if not jobs.finish_job(session, job_id=job_id, worker_id=worker_id, status="succeeded",
-                               result_model_id=model_id, quality_gate=gate, commit=False):
+                               result_model_id=model_id, quality_gate=gate, commit=False,
+                               result=job_result(report) if "student_bytes" in report else None):
             session.rollback()
             blobs.delete(blob.key)
             return None

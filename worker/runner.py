@@ -28,7 +28,7 @@ from compression.errors import (
     UserInputError,
 )
 from compression.recipe import Recipe
-from store import catalog, jobs
+from store import catalog, jobs, sweeps
 from store.blobs import LocalBlobStore
 from store.db import session_scope
 from store.models import Checkpoint
@@ -37,7 +37,7 @@ from worker.dbretry import retry_db
 from worker.heartbeat import HeartbeatMonitor
 from worker.recorder import ProgressRecorder, public_text
 from worker.refs import resolve_recipe
-from worker.results import model_name, store_result
+from worker.results import job_result, model_name, store_result
 
 log = logging.getLogger("dqbart.worker")
 
@@ -136,18 +136,22 @@ def _compress_and_store(settings: Settings, job: ClaimedJob, worker_id: str, pat
                                blobs=blobs)
         resume_from = _resume_point(session, settings, job)
         name = model_name(recipe, _teacher_name(session, job, recipe))
+        known_teacher = sweeps.teacher_metrics_for(session, job_id=job.id)  # a sweep scores it once
     shutil.rmtree(paths.work, ignore_errors=True)
     paths.work.mkdir(parents=True)
-    run = finetune if recipe.method == "finetune" else compress
-    result = run(local, paths.out, device=settings.DEVICE, checkpoint_dir=paths.checkpoints,
-                 resume_from=resume_from, progress=recorder)
+    if recipe.method == "finetune":
+        result = finetune(local, paths.out, device=settings.DEVICE, checkpoint_dir=paths.checkpoints,
+                          resume_from=resume_from, progress=recorder)
+    else:
+        result = compress(local, paths.out, device=settings.DEVICE, checkpoint_dir=paths.checkpoints,
+                          resume_from=resume_from, progress=recorder, teacher_metrics=known_teacher)
     gate = result.report.get("quality_gate")
     if gate is not None:
         retry_db(lambda: _record_gate(settings, job.id, gate), what=f"recording the gate of {job.id}")
         if gate["verdict"] == "rejected":  # nothing is published; the report stays in the final event
             return _end(settings, job, worker_id, paths, status="rejected", code="quality_gate_failed",
                         message=gate["message"], param="gate", quality_gate=gate,
-                        details={"report": result.report})
+                        details={"report": result.report}, result=job_result(result.report))
 
     def store() -> str | None:
         with session_scope(settings) as session:
@@ -199,7 +203,8 @@ def _checkpoint_path(settings: Settings, checkpoint: Checkpoint) -> Path:
 
 def _end(settings: Settings, job: ClaimedJob, worker_id: str, paths: JobPaths, *, status: str,
          code: str | None = None, message: str = "", param: str | None = None,
-         quality_gate: dict[str, Any] | None = None, details: dict[str, Any] | None = None) -> str:
+         quality_gate: dict[str, Any] | None = None, details: dict[str, Any] | None = None,
+         result: dict[str, Any] | None = None) -> str:
     """Finish the job in a final state other than success and remove its partial files; `details`
     join the final event (a rejected job keeps its verdict and report there)."""
 
@@ -207,7 +212,7 @@ def _end(settings: Settings, job: ClaimedJob, worker_id: str, paths: JobPaths, *
         with session_scope(settings) as session:
             if not jobs.finish_job(session, job_id=job.id, worker_id=worker_id, status=status,
                                    error_code=code, error_message=message or None, error_param=param,
-                                   quality_gate=quality_gate):
+                                   quality_gate=quality_gate, result=result):
                 return False
             jobs.record_event(session, job_id=job.id, type="message", message=message or status,
                               data={"kind": status, "code": code, "param": param, **(details or {})})

@@ -14,6 +14,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from store.db import forget_engines
 from store.settings import get_settings
+from worker import sweeps
 from worker.names import TASK_RUN_JOB
 from worker.reconcile import Reconciler
 from worker.runner import run_job
@@ -21,8 +22,13 @@ from worker.runner import run_job
 
 @shared_task(name=TASK_RUN_JOB, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_job_task(job_id: str) -> str | None:
-    """Claim and run one job; the runner writes every status, so the result is only for logs."""
-    return run_job(job_id, settings=get_settings())
+    """Claim and run one job, then move its sweep on; the runner writes every status, so the result
+    is only for logs."""
+    settings = get_settings()
+    status = run_job(job_id, settings=settings)
+    if status is not None:
+        sweeps.after_job(settings, job_id, _send)
+    return status
 
 
 def _send(job_id: str) -> None:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, Body, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from api.deps import SessionsDep, SettingsDep, TenantDep
-from api.recipes import check_job_recipe, recipe_error
+from api.recipes import check_job_recipe
 from api.schemas import (
     ERROR_RESPONSES,
     CheckpointObject,
@@ -26,30 +23,13 @@ from api.schemas import (
     job_object,
     metric_point,
 )
+from api.submissions import IdempotencyKey, RecipeRoute, check_active_limit, check_idempotency_key
 from compression.recipe import Recipe
 from store import jobs
-from store.models import INT_MAX, Job, Tenant, utcnow
-from store.settings import Settings
-from web.errors import ApiError, invalid, not_found
+from store.models import INT_MAX, Job, utcnow
+from web.errors import ApiError, not_found
 
 log = logging.getLogger("dqbart.api")
-
-
-class RecipeRoute(APIRoute):
-    """The body is the typed Recipe (so /docs shows every field, default and bound); an error inside
-    it answers 400 naming the field, as the checks against the catalog do."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                raise recipe_error(exc) or exc from None
-
-        return route
-
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES, route_class=RecipeRoute)
 
@@ -61,7 +41,6 @@ RECIPE_EXAMPLE = {
     "quantization": {"weight_bits": 2, "embedding_bits": 2, "activation_bits": 8},
     "training": {"epochs": 3, "batch_size": 16, "lr": 3.0e-5},
 }
-IdempotencyKey = Annotated[str | None, Header(max_length=200, description="a replay returns the first job")]
 
 
 def _replay(job: Job, recipe: dict[str, Any], response: Response) -> JobObject:
@@ -71,20 +50,6 @@ def _replay(job: Job, recipe: dict[str, Any], response: Response) -> JobObject:
     response.status_code = 200
     response.headers["Idempotent-Replayed"] = "true"
     return job_object(job, utcnow())
-
-
-def _check_active_limit(session: Session, settings: Settings, tenant: Tenant,
-                        idempotency_key: str | None) -> None:
-    """The tenant's cap on queued + running jobs (a replayed key is not a new job)."""
-    limit = tenant.max_concurrent_jobs
-    if limit is None:
-        limit = settings.MAX_CONCURRENT_JOBS
-    if limit is None or (idempotency_key and jobs.get_job_by_idempotency_key(
-            session, tenant_id=tenant.id, idempotency_key=idempotency_key)):
-        return
-    if jobs.count_active_jobs(session, tenant_id=tenant.id) >= limit:
-        raise ApiError(429, "too_many_active_jobs",
-                       f"{limit} jobs are already queued or running; wait for one to finish or cancel one")
 
 
 def _enqueue(request: Request, session: Session, job_id: str) -> None:
@@ -106,13 +71,12 @@ def create_job(body: Annotated[Recipe, Body(examples=[RECIPE_EXAMPLE])], request
     """The recipe (DESIGN.md §3) with `teacher: {"model": ID}` and `dataset: {"dataset": ID,
     "validation": ID}` from your uploads: checked against them, stored, then queued (201; a
     replayed Idempotency-Key answers 200 with the first job)."""
-    if idempotency_key is not None and not idempotency_key.strip():
-        # An empty key would be one key shared by every request that sends it empty.
-        raise invalid("Idempotency-Key", "the Idempotency-Key header is empty; send a key or leave the "
-                                         "header out")
+    check_idempotency_key(idempotency_key)
     with sessions() as session:
         recipe = check_job_recipe(session, tenant_id=tenant.id, recipe=body).to_dict()
-        _check_active_limit(session, settings, tenant, idempotency_key)
+        replay = idempotency_key is not None and jobs.get_job_by_idempotency_key(
+            session, tenant_id=tenant.id, idempotency_key=idempotency_key) is not None
+        check_active_limit(session, settings, tenant, replay=replay)
         job, created = jobs.create_job(session, tenant_id=tenant.id, recipe=recipe,
                                        idempotency_key=idempotency_key)
         if not created:
