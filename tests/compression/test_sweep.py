@@ -32,12 +32,14 @@ def spec(**changes: Any) -> SweepSpec:
 
 def test_every_combination_of_the_axes_is_one_point_in_a_fixed_order() -> None:
     made = [(p.method, p.bits, p.layers) for p in points(spec())]
-    assert made == [("dq", "8-8-8", "6-3"), ("dq", "8-8-8", "3-1"), ("dq", "2-2-8", "6-3"), ("dq", "2-2-8", "3-1")]
+    assert made == [("dq", "8-8-8", "6-3"), ("dq", "8-8-8", "3-1"),
+                    ("dq", "2-2-8", "6-3"), ("dq", "2-2-8", "3-1")]
 
 
 def test_distill_only_points_collapse_to_one_32_bit_point_per_layer_plan() -> None:
-    made = points(spec(axes={"bits": ["8-8-8", "2-2-8"], "layers": ["6-3"], "methods": ["dq", "distill_only"]}))
-    assert [(p.method, p.bits) for p in made] == [("dq", "8-8-8"), ("dq", "2-2-8"), ("distill_only", "32-32-32")]
+    axes = {"bits": ["8-8-8", "2-2-8"], "layers": ["6-3"], "methods": ["dq", "distill_only"]}
+    made = [(p.method, p.bits) for p in points(spec(axes=axes))]
+    assert made == [("dq", "8-8-8"), ("dq", "2-2-8"), ("distill_only", "32-32-32")]
 
 
 def test_a_child_recipe_is_the_base_at_the_point_with_the_rungs_steps_and_the_sweeps_gate() -> None:
@@ -81,7 +83,8 @@ def test_ptq_points_train_no_steps() -> None:
     ({"axes": {"bits": ["8-8-8"], "layers": ["6"]}}, "axes.layers"),
     ({"axes": {"bits": ["8-8-8", "8-8-8"], "layers": ["6-3"]}}, "axes.bits"),
 ])
-def test_a_sweep_that_cannot_run_as_asked_is_refused_naming_the_field(changes: dict[str, Any], param: str) -> None:
+def test_a_sweep_that_cannot_run_as_asked_is_refused_naming_the_field(changes: dict[str, Any],
+                                                                       param: str) -> None:
     with pytest.raises(RecipeError) as refused:
         spec(**changes)
     assert refused.value.param == param

@@ -18,8 +18,9 @@ TEACHER = {"rougeLsum": 30.0}
 
 
 def make_sweep(session: Session, tenant: Tenant, **changes: Any) -> Sweep:
-    spec = SweepSpec.from_dict({"recipe": BASE, "axes": {"bits": ["8-8-8", "2-2-8"], "layers": ["2-2", "1-1"]},
-                                "gate": {"max_drop": 0.1}, "budget": {"max_parallel": 2}, **changes})
+    axes = {"bits": ["8-8-8", "2-2-8"], "layers": ["2-2", "1-1"]}
+    spec = SweepSpec.from_dict({"recipe": BASE, "axes": axes, "gate": {"max_drop": 0.1},
+                                "budget": {"max_parallel": 2}, **changes})
     sweep, created = sweeps.create_sweep(session, tenant_id=tenant.id, spec=spec)
     assert created
     return sweep
@@ -93,7 +94,8 @@ def test_a_finished_child_frees_its_slot_and_the_last_one_ends_the_sweep(session
     assert report["recommended"]["index"] == 2  # the smallest that passed: point 3 was flagged
 
 
-def test_the_first_measured_child_gives_the_sweep_its_teacher_scores(session: Session, tenant: Tenant) -> None:
+def test_the_first_measured_child_gives_the_sweep_its_teacher_scores(session: Session,
+                                                                      tenant: Tenant) -> None:
     sweep = make_sweep(session, tenant)
     a, b = advance(session, sweep)
     assert sweeps.teacher_metrics_for(session, job_id=b.id) is None
