@@ -95,3 +95,34 @@ def tiny_recipe(model_id: str, dataset_id: str, **overrides: object) -> dict:
     }
     recipe.update(overrides)
     return recipe
+
+
+Uploads = tuple[str, str]  # (model id, dataset id)
+UploadsFor = Callable[..., tuple[Headers, Uploads]]
+
+
+@pytest.fixture
+def uploads(client: TestClient, auth: Headers, teacher_archive: bytes) -> Uploads:
+    return upload_model(client, auth, teacher_archive)["id"], upload_dataset(client, auth)["id"]
+
+
+@pytest.fixture
+def uploads_for(client: TestClient, api_settings: Settings, teacher_archive: bytes) -> UploadsFor:
+    """A new tenant with the given limits, its key's headers, and its uploads."""
+    def make(**limits: int) -> tuple[Headers, Uploads]:
+        with session_scope(api_settings) as session:
+            tenant = tenants.create_tenant(session, name=f"limited-{uuid.uuid4().hex[:8]}", **limits)
+            headers = {"Authorization": f"Bearer {tenants.create_key(session, tenant_id=tenant.id)[1]}"}
+        model = upload_model(client, headers, teacher_archive)["id"]
+        return headers, (model, upload_dataset(client, headers)["id"])
+    return make
+
+
+def queued_job_ids(settings: Settings) -> list[str]:
+    """Job ids of the task messages waiting in the filesystem broker's folder."""
+    ids = []
+    for path in (settings.broker_dir / "queue").glob("*.msg"):
+        message = json.loads(path.read_text())
+        if message["headers"]["task"] == "dqbart.run_job":
+            ids.append(message["headers"]["argsrepr"].strip("[]'\""))
+    return ids
