@@ -32,11 +32,13 @@ from dqbart_client.types import (
     Job,
     MetricPoint,
     Model,
+    Sweep,
+    SweepPoint,
 )
 
 __all__ = [
     "TERMINAL_STATUSES", "APIConnectionError", "APIStatusError", "AuthenticationError", "BadRequestError",
     "Checkpoint", "ChecksumMismatchError", "Client", "ConflictError", "Dataset", "Download", "DqbartError",
     "Event", "InternalServerError", "Job", "MetricPoint", "Model", "NotFoundError", "PayloadTooLargeError",
-    "PermissionDeniedError", "RateLimitError", "UnprocessableEntityError",
+    "PermissionDeniedError", "RateLimitError", "Sweep", "SweepPoint", "UnprocessableEntityError",
 ]

@@ -10,7 +10,7 @@ import httpx
 from pydantic import BaseModel
 
 from dqbart_client.errors import APIConnectionError, DqbartError, error_from_response
-from dqbart_client.resources import Datasets, Jobs, Models
+from dqbart_client.resources import Datasets, Jobs, Models, Sweeps
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"  # where `dqbart serve` listens by default
 DEFAULT_TIMEOUT_S = 300.0  # uploads of large teachers and first inference calls (model load) are slow
@@ -37,6 +37,7 @@ class Client:
         self.models = Models(self)
         self.datasets = Datasets(self)
         self.jobs = Jobs(self)
+        self.sweeps = Sweeps(self)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One call; a 4xx/5xx answer raises its typed APIStatusError."""

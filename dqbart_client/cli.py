@@ -21,7 +21,7 @@ from dqbart_client.errors import APIStatusError, DqbartError
 from dqbart_client.output import Output
 from dqbart_client.plot import plot_metrics
 from dqbart_client.progress import ProgressView
-from dqbart_client.types import Dataset, Event, Job, Model
+from dqbart_client.types import Dataset, Event, Job, Model, Sweep
 
 Command = Callable[..., None]
 
@@ -194,6 +194,44 @@ def jobs_metrics(client: Client, out: Output, job_id: str, name: str | None, plo
     if plot is not None:
         plot_metrics(points, plot, title=f"job {job_id}")
         click.echo(f"wrote {plot}", err=True)
+
+
+@client_cli.group()
+def sweeps() -> None:
+    """Sweeps: one recipe over bit widths and layer plans; the smallest model that passes a gate."""
+
+
+@api_command(sweeps, "create")
+@click.argument("sweep", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--wait", is_flag=True, help="poll until the sweep ends, then print its points")
+@click.option("--idempotency-key", help="a replay with the same key returns the first sweep")
+def sweeps_create(client: Client, out: Output, sweep: Path, wait: bool, idempotency_key: str | None) -> None:
+    """Submit SWEEP.yaml (or .json): recipe, axes {bits, layers}, gate, objective, strategy, budget."""
+    made = client.sweeps.create(load_recipe(sweep), idempotency_key=idempotency_key)
+    if wait:
+        click.echo(f"submitted {made.id}", err=True)
+        made = client.sweeps.wait(made.id)
+    out.sweep(made)
+
+
+@api_command(sweeps, "list")
+def sweeps_list(client: Client, out: Output) -> None:
+    """Every sweep, newest first."""
+    out.items(list(client.sweeps.list()), Sweep)
+
+
+@api_command(sweeps, "get")
+@click.argument("sweep_id")
+def sweeps_get(client: Client, out: Output, sweep_id: str) -> None:
+    """One sweep: every point, the front, the recommendation."""
+    out.sweep(client.sweeps.get(sweep_id))
+
+
+@api_command(sweeps, "cancel")
+@click.argument("sweep_id")
+def sweeps_cancel(client: Client, out: Output, sweep_id: str) -> None:
+    """Cancel a sweep and its children still queued or running."""
+    out.sweep(client.sweeps.cancel(sweep_id))
 
 
 def _parameters(pairs: tuple[str, ...]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from dqbart_client.types import Dataset, Event, Job, MetricPoint, Model
+from dqbart_client.types import Dataset, Event, Job, MetricPoint, Model, Sweep, SweepPoint
 
 Column = tuple[str, Callable[[Any], object]]
 
@@ -63,8 +63,28 @@ EVENT_COLUMNS: list[Column] = [
     ("stage", lambda e: e.stage or "-"),
     ("message", lambda e: e.message or json.dumps(e.data.get("metrics", e.data), sort_keys=True)),
 ]
+SWEEP_COLUMNS: list[Column] = [
+    ("id", lambda s: s.id), ("status", lambda s: s.status), ("strategy", lambda s: s.strategy),
+    ("points", lambda s: " ".join(f"{k} {v}" for k, v in s.progress.items() if v)),
+    ("recommended", lambda s: s.recommended["model_id"] if s.recommended else "-"),
+    ("created", lambda s: f"{s.created_at:%Y-%m-%d %H:%M}"),
+]
+
+
+def _score(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
+POINT_COLUMNS: list[Column] = [
+    ("#", lambda p: p.index), ("method", lambda p: p.method), ("bits", lambda p: p.bits),
+    ("layers", lambda p: p.layers), ("status", lambda p: p.status),
+    ("size", lambda p: _size(p.bytes) if p.bytes is not None else "-"),
+    ("ratio", lambda p: f"{p.compression_ratio:.1f}x" if p.compression_ratio else "-"),
+    ("metric", lambda p: _score(p.metric)), ("gate", lambda p: p.gate or "-"),
+    ("front", lambda p: "*" if p.on_front else ""), ("model", lambda p: p.model_id or "-"),
+]
 COLUMNS: dict[type, list[Column]] = {Model: MODEL_COLUMNS, Dataset: DATASET_COLUMNS, Job: JOB_COLUMNS,
-                                     Event: EVENT_COLUMNS}
+                                     Event: EVENT_COLUMNS, Sweep: SWEEP_COLUMNS, SweepPoint: POINT_COLUMNS}
 
 
 @dataclass(frozen=True)
@@ -131,6 +151,21 @@ class Output:
             shown = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else str(value)
             table.add_row(key, shown)
         self.console.print(table)
+
+    def sweep(self, sweep: Sweep) -> None:
+        """A sweep's points as a table, then its recommendation (or why there is none)."""
+        if self.as_json:
+            self.json(sweep.model_dump(mode="json"))
+            return
+        self.items(sweep.points, SweepPoint, title=f"{sweep.id}: {sweep.status}, {sweep.strategy}, "
+                                                   f"scored on {sweep.metric}")
+        if sweep.recommended:
+            self.console.print(f"recommended: point {sweep.recommended['index']}, model "
+                               f"{sweep.recommended['model_id']} ({_size(sweep.recommended['bytes'])})")
+        else:
+            self.console.print(f"no recommendation: {sweep.reason}")
+        if sweep.steps.get("saved") is not None:
+            self.console.print(f"steps: {sweep.steps['used']} of a grid's {sweep.steps['grid']}")
 
     def series(self, points: Sequence[MetricPoint]) -> None:
         if self.as_json:

@@ -15,7 +15,7 @@ import httpx
 
 from dqbart_client.archives import tar_directory
 from dqbart_client.errors import APIConnectionError, ChecksumMismatchError, error_from_response
-from dqbart_client.types import Checkpoint, Dataset, Download, Event, Job, MetricPoint, Model
+from dqbart_client.types import Checkpoint, Dataset, Download, Event, Job, MetricPoint, Model, Sweep
 
 if TYPE_CHECKING:
     from dqbart_client._client import Client
@@ -174,4 +174,40 @@ class Jobs:
                 return job
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} is still {job.status} after {timeout} s")
+            time.sleep(poll_interval)
+
+
+class Sweeps:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(self, sweep: Mapping[str, Any], idempotency_key: str | None = None) -> Sweep:
+        """Submit a sweep: {recipe, axes, gate, objective, strategy, budget}; a replayed
+        idempotency_key returns the first sweep instead of a second one."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return Sweep.model_validate(self._client.request("POST", "/v1/sweeps", json=dict(sweep),
+                                                         headers=headers).json())
+
+    def get(self, sweep_id: str) -> Sweep:
+        return self._client.get_object(f"/v1/sweeps/{sweep_id}", Sweep)
+
+    def list(self) -> Iterator[Sweep]:
+        """Every sweep, newest first, page by page."""
+        return self._client.paginate("/v1/sweeps", Sweep)
+
+    def cancel(self, sweep_id: str) -> Sweep:
+        return Sweep.model_validate(self._client.request("POST", f"/v1/sweeps/{sweep_id}/cancel").json())
+
+    def wait(self, sweep_id: str, *, on_progress: Callable[[Sweep], None] | None = None,
+             poll_interval: float = 2.0, timeout: float | None = None) -> Sweep:
+        """Poll until the sweep ends and return it. Raises TimeoutError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            sweep = self.get(sweep_id)
+            if on_progress is not None:
+                on_progress(sweep)
+            if sweep.done:
+                return sweep
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"sweep {sweep_id} is still {sweep.status} after {timeout} s")
             time.sleep(poll_interval)

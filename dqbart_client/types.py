@@ -79,6 +79,41 @@ class Job(_Object):
         return self.status in TERMINAL_STATUSES
 
 
+class SweepPoint(_Object):
+    index: int
+    method: str
+    bits: str
+    layers: str
+    status: str
+    job_id: str | None = None
+    model_id: str | None = None
+    bytes: int | None = None
+    compression_ratio: float | None = None
+    metric: float | None = None
+    gate: str | None = None
+    on_front: bool = False
+
+
+class Sweep(_Object):
+    id: str
+    status: str
+    objective: str
+    strategy: str
+    metric: str
+    created_at: datetime
+    finished_at: datetime | None = None
+    progress: dict[str, int] = {}
+    points: list[SweepPoint] = []
+    front: list[int] = []
+    recommended: dict[str, Any] | None = None  # {index, model_id, bytes, metric}
+    reason: str | None = None
+    steps: dict[str, int | None] = {}
+
+    @property
+    def done(self) -> bool:
+        return self.status != "running"
+
+
 class Event(_Object):
     id: int
     created_at: datetime

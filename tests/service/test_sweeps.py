@@ -4,6 +4,7 @@ and saves steps, and a cancel stops the rest."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -11,9 +12,11 @@ from contextlib import ExitStack
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
 
 from compression.sweep import Outcome, dominates, survivors
+from dqbart_client.cli import client_cli
 from store.db import session_scope
 from store.models import Job
 from tests.service.conftest import Service, service_env, start, tiny_recipe
@@ -153,3 +156,15 @@ def test_cancelling_a_sweep_cancels_its_running_child_and_starts_no_other(servic
     assert Counter(p["status"] for p in settled["points"]) == {"cancelled": 1, "pending": 3}
     again = service.owner.post(f"/v1/sweeps/{sweep['id']}/cancel")
     assert again.status_code == 409 and again.json()["error"]["code"] == "sweep_not_cancellable"
+
+
+def test_the_sweep_commands_show_the_points_and_the_recommendation(service: Service,
+                                                                   grid: dict[str, Any]) -> None:
+    env = {"DQB_API_URL": service.base_url,
+           "DQB_API_KEY": service.owner.headers["Authorization"].removeprefix("Bearer ")}
+    shown = CliRunner().invoke(client_cli, ["sweeps", "get", grid["id"]], env=env)
+    assert shown.exit_code == 0 and f"model {grid['recommended']['model_id']}" in shown.stdout, shown.output
+    listed = CliRunner().invoke(client_cli, ["sweeps", "list", "--json"], env=env)
+    assert grid["id"] in [s["id"] for s in json.loads(listed.stdout)]
+    again = CliRunner().invoke(client_cli, ["sweeps", "cancel", grid["id"]], env=env)
+    assert again.exit_code == 1 and "sweep_not_cancellable" in again.output
