@@ -4,7 +4,8 @@ Rows: the fp32 teacher, then for each configuration `method:bits:layers[:options
 (method dq | ptq | qat_only | distill_only; bits W-E-A such as 8-8-8, or fp32; layers enc-dec
 such as 6-3; options from OPTIONS, comma-separated; `@N` runs N seeds and reports their mean and
 standard deviation) one compression run through the library
-(compression.compress, not the service). Writes quality.md, quality.json and quality.png
+(compression.compress, not the service), or, with --api-url, as one sweep through the service
+(bench/quality_sweep.py: the product's path, on its workers). Writes quality.md, quality.json and quality.png
 (model size against ROUGE-Lsum, Pareto front marked) into --out. Each finished row is kept in
 rows.jsonl, so an interrupted run resumes where it stopped.
 
@@ -279,6 +280,17 @@ def train_teacher(s: BenchSettings, steps: int, quick: bool, init: Path | None, 
     return out
 
 
+def run_sweep(configs: list[Config], s: BenchSettings, args: argparse.Namespace) -> list[RowResult]:
+    """The matrix as one sweep through the service; its id and recommendation go in sweep.json."""
+    from bench.quality_sweep import run_as_sweep
+    from dqbart_client import Client
+
+    with Client(args.api_url) as client:
+        sweep, rows = run_as_sweep(client, configs, s, base_recipe(s), args.gate_max_drop, args.max_parallel)
+    (s.out / "sweep.json").write_text(json.dumps(sweep.model_dump(mode="json"), indent=2) + "\n")
+    return [RowResult(**row) for row in rows]
+
+
 def _print_progress(event: ProgressEvent) -> None:
     if event.kind == "stage" or any(k.startswith("eval/") for k in event.metrics):
         print(f"  [{event.stage}] step {event.step}/{event.total_steps} {event.message} {event.metrics}",
@@ -492,6 +504,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep-artifacts", type=Path, default=None, metavar="DIR",
                    help="keep each row's packed artifact in DIR/<row> (default: only its report)")
     p.add_argument("--quick", action="store_true", help="tiny teacher, a few steps, six rows: minutes on CPU")
+    p.add_argument("--api-url", default=None,
+                   help="run the matrix as one sweep through this service (its key in DQB_API_KEY), "
+                        "on its workers, instead of in this process (bench/quality_sweep.py)")
+    p.add_argument("--gate-max-drop", type=float, default=0.02,
+                   help="with --api-url: the sweep's gate, a relative drop of the teacher's ROUGE-Lsum")
+    p.add_argument("--max-parallel", type=int, default=2, help="with --api-url: children at once")
     return p.parse_args(argv)
 
 
@@ -521,7 +539,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("give --teacher DIR (a trained teacher) or --train-teacher-steps N")
     check = check_teacher(s)
     print("\n".join(teacher_check_lines(check)), flush=True)
-    rows = run_all(configs, s, command, check)
+    rows = (run_sweep(configs, s, args) if args.api_url else run_all(configs, s, command, check))
     write_outputs(rows, s, command, check)
     print((s.out / "quality.md").read_text())
 

@@ -73,6 +73,8 @@ class Job(_Object):
     metrics: dict[str, Any] = {}
     result_model: str | None = None
     quality_gate: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None  # what the student measured: bytes, compression_ratio, metrics...
+    sweep: str | None = None  # the sweep this job is a child of
 
     @property
     def done(self) -> bool:

@@ -1,12 +1,16 @@
 // Compare: finished jobs as points of weights on disk (log scale) against the task metric, the
 // teacher as a dashed reference line, and the Pareto front (no other model smaller and better) joined.
+// With a sweep chosen (?sweep=ID), only its children, and its recommended model marked.
 "use strict";
 
 (() => {
   const { el, $ } = DQB;
   const reports = new Map();  // model id -> report (or {} where it has none)
   let jobs = [];
+  let sweep = null;  // the chosen sweep object, or null for every finished job
   let chart = null;
+
+  const recommended = (p) => Boolean(sweep && sweep.recommended && sweep.recommended.model_id === p.job.result_model);
 
   async function report(modelId) {
     if (!reports.has(modelId)) {
@@ -60,7 +64,10 @@
       { label: "teacher (fp32)", data: [{ x: t.x, y: t.y, name: `teacher ${t.model}` }], pointStyle: "rectRot",
         pointRadius: 8, backgroundColor: "#6b7280", borderColor: "#374151" },
     ]);
+    const best = points.filter(recommended);
     return [
+      ...(best.length ? [{ label: "recommended", data: best, pointStyle: "star", pointRadius: 14,
+        borderColor: "#b45309", backgroundColor: "#f59e0b", borderWidth: 2 }] : []),
       { label: "Pareto front", data: frontPoints, showLine: true, stepped: "after", borderColor: "#4f46e5",
         backgroundColor: "#4f46e5", pointRadius: 7, pointHoverRadius: 9, borderWidth: 2 },
       { label: "other jobs", data: points.filter((p) => !front.has(p)), backgroundColor: "rgba(148,163,184,.35)",
@@ -109,7 +116,8 @@
       el("td", { class: "num" }, DQB.number(p.y)),
       el("td", { class: `num ${delta === null ? "" : delta >= 0 ? "better" : "worse"}` },
         delta === null ? "–" : `${delta >= 0 ? "+" : ""}${DQB.number(delta)}`),
-      el("td", {}, front.has(p) ? el("span", { class: "badge front" }, "on the front") : ""));
+      el("td", {}, front.has(p) ? el("span", { class: "badge front" }, "on the front") : "",
+        recommended(p) ? el("span", { class: "badge recommended" }, "recommended") : ""));
   }
 
   async function render() {
@@ -120,7 +128,9 @@
     const shown = points.filter((p) => p.metric === metric);  // one task's metric on one axis
     const front = paretoFront(shown);
     $("metric-head").textContent = metric;
-    $("chart-note").textContent = `${shown.length} of ${jobs.length} jobs · ${front.size} on the front`;
+    const verdict = !sweep ? "" : sweep.recommended ? ` · recommended: ${sweep.recommended.model_id}`
+      : ` · ${sweep.reason}`;
+    $("chart-note").textContent = `${shown.length} of ${jobs.length} jobs · ${front.size} on the front${verdict}`;
     $("compare-table").querySelector("tbody").replaceChildren(
       ...[...shown].sort((a, b) => a.x - b.x).map((p) => tableRow(p, front)));
     drawChart(shown, front, metric);
@@ -138,13 +148,29 @@
     render();
   }
 
-  DQB.start = async () => {
-    const all = (await DQB.list("/v1/jobs", 500)).items;
-    jobs = all.filter((j) => j.status === "succeeded" && j.result_model && j.recipe.method !== "finetune");
+  async function choose(sweepId) {
+    sweep = sweepId ? await DQB.api(`/v1/sweeps/${sweepId}`) : null;
+    const url = new URL(window.location.href);
+    if (sweepId) url.searchParams.set("sweep", sweepId); else url.searchParams.delete("sweep");
+    window.history.replaceState(null, "", url);
+    $("picker-title").textContent = sweep ? `Sweep ${sweep.id} (${sweep.status})` : "Finished jobs";
+    const finished = (await DQB.list("/v1/jobs", 500)).items
+      .filter((j) => j.status === "succeeded" && j.result_model && j.recipe.method !== "finetune");
+    jobs = sweep ? finished.filter((j) => j.sweep === sweep.id) : finished;
     $("picker").replaceChildren(...jobs.map(pickerItem));
     $("picker-empty").hidden = jobs.length > 0;
+    await render();
+  }
+
+  DQB.start = async () => {
+    const sweeps = (await DQB.list("/v1/sweeps", 100)).items;
+    $("source").append(...sweeps.map((s) => el("option", { value: s.id },
+      `sweep ${s.id} · ${s.status} · ${s.points.length} points`)));
+    const wanted = new URL(window.location.href).searchParams.get("sweep");
+    $("source").value = sweeps.some((s) => s.id === wanted) ? wanted : "";
+    $("source").addEventListener("change", () => choose($("source").value));
     $("select-all").addEventListener("click", () => selectAll(true));
     $("select-none").addEventListener("click", () => selectAll(false));
-    await render();
+    await choose($("source").value);
   };
 })();

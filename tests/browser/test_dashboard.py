@@ -218,3 +218,26 @@ def test_the_compare_page_marks_the_pareto_front_against_the_teacher(browser: We
     browser.find_element(By.ID, "select-all").click()
     wait_for(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#compare-table tbody tr")) == len(jobs))
     assert console_errors(browser) == []
+
+
+def test_the_compare_page_draws_a_sweeps_front_and_marks_its_recommendation(browser: WebDriver,
+                                                                             dashboard: Dashboard,
+                                                                             uploads: dict[str, str]) -> None:
+    owner = dashboard.service.owner
+    axes = {"bits": ["8-8-8", "2-2-8"], "layers": ["1-1"]}
+    body = {"recipe": tiny_recipe(uploads, max_steps=2), "axes": axes, "gate": {"max_drop": 1.0}}
+    sweep = owner.post("/v1/sweeps", json=body).json()
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while sweep["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        sweep = owner.get(f"/v1/sweeps/{sweep['id']}").json()
+    assert sweep["status"] == "succeeded" and sweep["recommended"], sweep
+    open_page(browser, dashboard, f"/ui/compare?sweep={sweep['id']}")
+    wait_for(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#compare-table tbody tr")) == 2)
+    assert {"recommended", "Pareto front", "teacher"} <= set(chart_labels(browser, "compare-chart"))
+    marked = browser.find_element(By.CSS_SELECTOR, "#compare-table .badge.recommended")
+    row = marked.find_element(By.XPATH, "./ancestor::tr")
+    assert row.get_attribute("data-job") == sweep["points"][sweep["recommended"]["index"]]["job_id"]
+    assert sweep["recommended"]["model_id"] in text_of(browser, "#chart-note")
+    shoot(browser, "6-compare-sweep")
+    assert console_errors(browser) == []

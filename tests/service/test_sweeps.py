@@ -9,17 +9,20 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from bench.quality import main as bench_quality
 from compression.sweep import Outcome, dominates, survivors
 from dqbart_client.cli import client_cli
 from store.db import session_scope
 from store.models import Job
-from tests.service.conftest import Service, service_env, start, tiny_recipe
+from tests.service.conftest import Service, sample_rows, service_env, start, tiny_recipe
+from tests.tiny import make_tiny_teacher
 
 pytestmark = pytest.mark.slow
 SWEEP_TIMEOUT_S = 900.0
@@ -168,3 +171,23 @@ def test_the_sweep_commands_show_the_points_and_the_recommendation(service: Serv
     assert grid["id"] in [s["id"] for s in json.loads(listed.stdout)]
     again = CliRunner().invoke(client_cli, ["sweeps", "cancel", grid["id"]], env=env)
     assert again.exit_code == 1 and "sweep_not_cancellable" in again.output
+
+
+@pytest.mark.parametrize("service", ["embedded"], indirect=True)  # the bench's path, not the backends
+def test_the_quality_benchmark_runs_its_matrix_as_a_sweep_of_the_service(
+        service: Service, second_worker: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    teacher = make_tiny_teacher(tmp_path / "teacher")
+    for split, count in (("train", 48), ("validation", 8)):
+        (tmp_path / f"{split}.jsonl").write_bytes(sample_rows(split, count))
+    monkeypatch.setenv("DQB_API_KEY", service.owner.headers["Authorization"].removeprefix("Bearer "))
+    bench_quality(["--teacher", str(teacher), "--train", str(tmp_path / "train.jsonl"),
+                   "--validation", str(tmp_path / "validation.jsonl"), "--configs",
+                   "qat_only:8-8-8:1-1 dq:8-8-8:1-1", "--steps", "2", "--max-val", "4", "--batch-size", "4",
+                   "--num-beams", "1", "--out", str(tmp_path / "out"), "--api-url", service.base_url])
+    sweep = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    rows = {r["name"]: r for r in json.loads((tmp_path / "out" / "quality.json").read_text())["rows"]}
+    assert sweep["status"] == "succeeded"
+    assert set(rows) == {"teacher:fp32", "qat_only:8-8-8:1-1", "dq:8-8-8:1-1"}
+    for point in sweep["points"]:
+        row = rows[f"{point['method']}:{point['bits']}:{point['layers']}"]
+        assert (row["bytes"], row["metrics"]["rougeLsum"]) == (point["bytes"], point["metric"])
