@@ -84,17 +84,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_quietly)
     # The worker gets the same resolved settings, whatever its working directory.
     env = {**os.environ, "DQB_DATA_DIR": str(settings.DATA_DIR), "DQB_DATABASE_URL": settings.DATABASE_URL}
-    worker = subprocess.Popen(worker_command(loglevel=settings.LOG_LEVEL), env=env)
+    workers = [subprocess.Popen(worker_command(loglevel=settings.LOG_LEVEL), env=env)
+               for _ in range(args.workers)]
     try:
         shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-        print(f"dqbart (embedded): data in {settings.DATA_DIR}, worker pid {worker.pid}")
+        pids = ", ".join(str(w.pid) for w in workers)
+        print(f"dqbart (embedded): data in {settings.DATA_DIR}, worker pids {pids}")
         print(f"API:  http://{shown_host}:{args.port}   (docs: http://{shown_host}:{args.port}/docs)")
         print(f"key:  {key}", flush=True)
         _run_uvicorn(settings, args.host, args.port)
     except KeyboardInterrupt:
         pass
     finally:
-        _stop(worker)
+        for worker in workers:
+            _stop(worker)
     return 0
 
 
@@ -140,9 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dqbart", description=__doc__, epilog=(
         f"client commands: {client_commands} (dqbart COMMAND --help); they read DQB_API_URL and DQB_API_KEY"))
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="embedded: migrate, then the API and one worker")
+    serve = commands.add_parser("serve", help="embedded: migrate, then the API and its workers")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes, one job at a time each (a sweep's children spread over them)")
     serve.set_defaults(run=cmd_serve)
     api = commands.add_parser("api", help="the API alone (uvicorn)")
     api.add_argument("--host", default="0.0.0.0")

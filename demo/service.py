@@ -32,13 +32,14 @@ def dqbart_command() -> list[str]:
 
 @dataclass
 class EmbeddedService:
-    """One `dqbart serve` process group (API + worker) on a local port, with its own DATA_DIR."""
+    """One `dqbart serve` process group (API + workers) on a local port, with its own DATA_DIR."""
 
     data_dir: Path
     log_path: Path
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     env_defaults: dict[str, str] = field(default_factory=dict)  # settings the user's environment may override
+    workers: int = 1
 
     @property
     def base_url(self) -> str:
@@ -53,7 +54,8 @@ class EmbeddedService:
         log = self.log_path.open("ab")
         # A session of its own, so that stop() reaches the worker the server starts as well.
         self.process = subprocess.Popen(
-            [*dqbart_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [*dqbart_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", str(self.workers)],
             env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
