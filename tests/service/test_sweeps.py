@@ -25,6 +25,8 @@ from tests.service.conftest import Service, sample_rows, service_env, start, tin
 from tests.tiny import make_tiny_teacher
 
 pytestmark = pytest.mark.slow
+# The grid runs in both modes; the rest exercises the sweep logic, which is the same on both.
+embedded_only = pytest.mark.parametrize("service", ["embedded"], indirect=True)
 SWEEP_TIMEOUT_S = 900.0
 WORKER_READY_S = 180.0
 
@@ -127,6 +129,7 @@ def test_the_teacher_is_scored_once_for_the_whole_sweep(service: Service, grid: 
     assert all(k.result and k.result["teacher_metrics"] == grid["teacher_metrics"] for k in kids)
 
 
+@embedded_only
 def test_successive_halving_trains_fewer_points_longer_and_saves_steps(service: Service,
                                                                         halving: dict[str, Any]) -> None:
     assert halving["status"] == "succeeded", halving
@@ -137,6 +140,7 @@ def test_successive_halving_trains_fewer_points_longer_and_saves_steps(service: 
     assert halving["steps"] == {"planned": 8, "used": 8, "grid": 16, "saved": 8}
 
 
+@embedded_only
 def test_successive_halving_continues_the_points_its_rule_keeps(service: Service,
                                                                  halving: dict[str, Any]) -> None:
     kids = children(service, halving["id"])
@@ -147,6 +151,7 @@ def test_successive_halving_continues_the_points_its_rule_keeps(service: Service
     assert not any(dominates(other, next(o for o in first if o.point == second[0])) for other in first)
 
 
+@embedded_only
 def test_cancelling_a_sweep_cancels_its_running_child_and_starts_no_other(service: Service,
                                                                           uploads: dict[str, str]) -> None:
     body = sweep_body(uploads, budget={"max_parallel": 1})
@@ -173,7 +178,7 @@ def test_the_sweep_commands_show_the_points_and_the_recommendation(service: Serv
     assert again.exit_code == 1 and "sweep_not_cancellable" in again.output
 
 
-@pytest.mark.parametrize("service", ["embedded"], indirect=True)  # the bench's path, not the backends
+@embedded_only
 def test_the_quality_benchmark_runs_its_matrix_as_a_sweep_of_the_service(
         service: Service, second_worker: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     teacher = make_tiny_teacher(tmp_path / "teacher")
