@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.settings import Settings, get_settings
@@ -116,3 +117,23 @@ def upgrade_database(settings: Settings | None = None, revision: str = "head") -
     settings = settings or get_settings()
     settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(settings), revision)
+
+
+Row = TypeVar("Row")
+
+
+def add_once(session: Session, row: Row, earlier: Callable[[], Row | None]) -> tuple[Row, bool]:
+    """(row, True) once committed; or (the earlier row, False) where `earlier` finds one made by a
+    request with the same idempotency key, before our insert or racing it (the unique key refuses
+    the second insert, and the first row is then read back)."""
+    if (found := earlier()) is not None:
+        return found, False
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if (found := earlier()) is None:
+            raise
+        return found, False
+    return row, True

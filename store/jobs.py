@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, CursorResult, Update, and_, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from store.db import add_once
 from store.ids import new_id
 from store.models import FINISHED_STATUSES, TERMINAL_STAGE, Checkpoint, Job, JobEvent, JobMetric, utcnow
 
@@ -46,23 +46,10 @@ def _changed(session: Session, statement: Update) -> int:
 def create_job(session: Session, *, tenant_id: str, recipe: dict[str, Any],
                idempotency_key: str | None = None) -> tuple[Job, bool]:
     """(job, created). A replayed idempotency key returns the tenant's first job with created=False."""
-    if idempotency_key is not None:
-        existing = _by_idempotency_key(session, tenant_id=tenant_id, idempotency_key=idempotency_key)
-        if existing is not None:
-            return existing, False
     job = Job(id=new_id("job"), tenant_id=tenant_id, status="queued", recipe=recipe,
               idempotency_key=idempotency_key, metrics={})
-    session.add(job)
-    try:
-        session.commit()
-    except IntegrityError:
-        # The same key committed by a concurrent request between our read and our insert.
-        session.rollback()
-        existing = _by_idempotency_key(session, tenant_id=tenant_id, idempotency_key=idempotency_key or "")
-        if existing is None:
-            raise
-        return existing, False
-    return job, True
+    return add_once(session, job, lambda: None if idempotency_key is None else _by_idempotency_key(
+        session, tenant_id=tenant_id, idempotency_key=idempotency_key))
 
 
 def get_job_by_idempotency_key(session: Session, *, tenant_id: str, idempotency_key: str) -> Job | None:

@@ -34,6 +34,7 @@ from compression.sweep import (
     survivors,
 )
 from store import jobs
+from store.db import add_once
 from store.ids import new_id
 from store.models import FINISHED_STATUSES, Job, Sweep, Tenant, utcnow
 
@@ -44,23 +45,10 @@ SCORED = ("succeeded", "rejected")  # the children whose student was measured
 def create_sweep(session: Session, *, tenant_id: str, spec: SweepSpec,
                  idempotency_key: str | None = None) -> tuple[Sweep, bool]:
     """(sweep, created); a replayed idempotency key returns the tenant's first sweep."""
-    if idempotency_key is not None:
-        existing = get_sweep_by_idempotency_key(session, tenant_id=tenant_id, idempotency_key=idempotency_key)
-        if existing is not None:
-            return existing, False
     sweep = Sweep(id=new_id("swp"), tenant_id=tenant_id, status="running", spec=spec.to_dict(),
                   idempotency_key=idempotency_key, rung=0)
-    session.add(sweep)
-    try:
-        session.commit()
-    except IntegrityError:  # the same key, committed by a concurrent request
-        session.rollback()
-        existing = get_sweep_by_idempotency_key(session, tenant_id=tenant_id,
-                                                idempotency_key=idempotency_key or "")
-        if existing is None:
-            raise
-        return existing, False
-    return sweep, True
+    return add_once(session, sweep, lambda: None if idempotency_key is None else get_sweep_by_idempotency_key(
+        session, tenant_id=tenant_id, idempotency_key=idempotency_key))
 
 
 def get_sweep_by_idempotency_key(session: Session, *, tenant_id: str, idempotency_key: str) -> Sweep | None:
