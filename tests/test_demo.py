@@ -17,7 +17,7 @@ import pytest
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from demo.cache import TeacherCache, benchmark_teacher_dir, built_benchmark_teacher, teacher_key
-from demo.plan import QUICK_PLAN, SUMMARIZATION, TRANSLATION
+from demo.plan import QUICK_PLAN, SUMMARIZATION, TRANSLATION, plan_for
 from demo.table import Row, Served, render, student_row, teacher_row
 from demo.teacher import QUICK_SHAPE, build_teacher
 from tests.tiny import SAMPLE_DIR
@@ -41,6 +41,15 @@ def test_teacher_cache_key_changes_with_the_training_plan(tmp_path: Path) -> Non
     changed = {**spec, "training": {**spec["training"], "max_steps": 99}}
     assert teacher_key(spec, [data]) == teacher_key(spec, [data])
     assert teacher_key(spec, [data]) != teacher_key(changed, [data])
+
+
+def test_translation_jobs_name_mbart_languages_and_the_pair_fields() -> None:
+    plan = plan_for("translation", quick=True)
+    ids = {"train": "ds_train", "validation": "ds_validation"}
+    for recipe in (plan.teacher_recipe("mdl_init", ids), plan.student_recipe(plan.students[0], "mdl_t", ids)):
+        assert (recipe["task"], recipe["src_lang"], recipe["tgt_lang"]) == ("translation", "en_XX", "de_DE")
+        assert (recipe["dataset"]["source_field"], recipe["dataset"]["target_field"]) == ("source", "target")
+    assert "src_lang" not in plan_for("summarization", quick=True).teacher_recipe("mdl_init", ids)
 
 
 def test_teacher_cache_returns_what_was_stored(tmp_path: Path) -> None:
