@@ -24,7 +24,7 @@ class DemoTask:
     fields: tuple[str, str]  # source and target fields of the records
     metrics: Metrics  # the scores the table shows
     build: Callable[[Path, TeacherShape], Path]  # the untrained teacher: tokenizer and random weights
-    data: str  # the name of its uploads
+    data: str  # the prefix of its uploads' names
     benchmark_data: str  # the folder of `python -m bench.teacher --task NAME` (demo.cache)
     languages: tuple[str, str] | None = None  # mBART's src_lang and tgt_lang
 
