@@ -31,9 +31,9 @@ def benchmark_teacher_dir(d_model: int = 256, data: str = "debian") -> Path:
     return cache_root() / "teachers" / f"{data}-d{d_model}"
 
 
-def built_benchmark_teacher() -> Path | None:
+def built_benchmark_teacher(data: str = "debian") -> Path | None:
     """The benchmark teacher's model directory, once its training has finished."""
-    built = benchmark_teacher_dir() / "teacher"
+    built = benchmark_teacher_dir(data=data) / "teacher"
     return built if (built / "model.safetensors").is_file() else None
 
 

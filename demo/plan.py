@@ -1,15 +1,44 @@
-"""What the demo runs: the teacher's shape and training, the students, and their recipes.
+"""What the demo runs: the task, the teacher's shape and training, the students, and their recipes.
 
 Sizes are chosen so that the whole demo fits in about 15 minutes on 2 CPU cores (measured in
-docs/demo.md); `QUICK_PLAN` is the shortened path the test runs.
+docs/demo.md); the quick plans are the shortened paths the tests run.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from demo.teacher import DEMO_SHAPE, QUICK_SHAPE, TeacherShape
+from demo.table import Metrics
+from demo.teacher import DEMO_SHAPE, QUICK_SHAPE, TeacherShape, build_teacher, build_translation_teacher
+
+
+@dataclass(frozen=True)
+class DemoTask:
+    """What differs between the summarization and the translation demo."""
+
+    name: str  # the recipe's task
+    files: tuple[str, str]  # the bundled sample's train and validation files
+    fields: tuple[str, str]  # source and target fields of the records
+    metrics: Metrics  # the scores the table shows
+    build: Callable[[Path, TeacherShape], Path]  # the untrained teacher: tokenizer and random weights
+    data: str  # the prefix of its uploads' names
+    benchmark_data: str  # the folder of `python -m bench.teacher --task NAME` (demo.cache)
+    languages: tuple[str, str] | None = None  # mBART's src_lang and tgt_lang
+
+
+SUMMARIZATION = DemoTask(
+    "summarization", ("train.jsonl.gz", "validation.jsonl.gz"), ("document", "summary"),
+    (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeLsum", "ROUGE-Lsum")), build_teacher,
+    "debian-desc", "debian",
+)
+TRANSLATION = DemoTask(
+    "translation", ("en-de-train.jsonl.gz", "en-de-validation.jsonl.gz"), ("source", "target"),
+    (("bleu", "BLEU"), ("chrf", "chrF")), build_translation_teacher,
+    "debian-desc-en-de", "en-de", ("en_XX", "de_DE"),
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +58,7 @@ class DemoPlan:
     student_training: dict[str, Any]
     evaluation: dict[str, Any]
     students: tuple[StudentPlan, ...]
+    task: DemoTask = SUMMARIZATION
     max_source_length: int = 128
     max_target_length: int = 32
     max_validation_samples: int = 100
@@ -44,9 +74,16 @@ class DemoPlan:
                 "max_source_length": self.max_source_length, "max_target_length": self.max_target_length,
                 "train_rows": self.train_rows}
 
+    def _task_fields(self) -> dict[str, Any]:
+        if self.task.languages is None:
+            return {"task": self.task.name}
+        source, target = self.task.languages
+        return {"task": self.task.name, "src_lang": source, "tgt_lang": target}
+
     def _dataset(self, dataset_ids: dict[str, str]) -> dict[str, Any]:
+        source, target = self.task.fields
         return {"dataset": dataset_ids["train"], "validation": dataset_ids["validation"],
-                "source_field": "document", "target_field": "summary",
+                "source_field": source, "target_field": target,
                 "max_validation_samples": self.max_validation_samples}
 
     def _lengths(self, training: dict[str, Any]) -> dict[str, Any]:
@@ -54,14 +91,14 @@ class DemoPlan:
                 "max_target_length": self.max_target_length}
 
     def teacher_recipe(self, initial_model_id: str, dataset_ids: dict[str, str]) -> dict[str, Any]:
-        return {"task": "summarization", "method": "finetune", "teacher": {"model": initial_model_id},
+        return {**self._task_fields(), "method": "finetune", "teacher": {"model": initial_model_id},
                 "dataset": self._dataset(dataset_ids),
                 "teacher_training": self._lengths(self.teacher_training), "evaluation": self.evaluation}
 
     def student_recipe(self, student: StudentPlan, teacher_id: str,
                        dataset_ids: dict[str, str]) -> dict[str, Any]:
         return {
-            "task": "summarization",
+            **self._task_fields(),
             "method": "dq",
             "teacher": {"model": teacher_id},
             "dataset": self._dataset(dataset_ids),
@@ -103,3 +140,17 @@ QUICK_PLAN = DemoPlan(
     train_rows=64,
     shown_documents=2,
 )
+
+# Translation: the same teacher and students on the en-de pairs. Sources are a sentence or a short
+# paragraph: 64 tokens hold 94% of the validation pairs, sources and German targets alike; a
+# from-scratch teacher on 2 000 pairs is weak: the demo shows the path, not quality.
+TRANSLATION_PLAN = replace(DEMO_PLAN, task=TRANSLATION, max_source_length=64, max_target_length=64,
+                           evaluation={**DEMO_PLAN.evaluation, "max_length": 64})
+QUICK_TRANSLATION_PLAN = replace(QUICK_PLAN, task=TRANSLATION)
+
+PLANS = {"summarization": (DEMO_PLAN, QUICK_PLAN), "translation": (TRANSLATION_PLAN, QUICK_TRANSLATION_PLAN)}
+
+
+def plan_for(task: str, quick: bool) -> DemoPlan:
+    full, short = PLANS[task]
+    return short if quick else full

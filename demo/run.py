@@ -4,8 +4,9 @@ Starts `dqbart serve` (embedded: SQLite, filesystem broker, one worker) on a fre
 creates a key, uploads the bundled debian-desc sample, trains the teacher from scratch as a job
 (or re-uploads the one cached by an earlier run, or resumes the training an interrupted run left),
 runs two compression jobs with a live progress bar, downloads and checks each artifact, summarizes
-a few validation documents, times every model through the summarize endpoint, prints a table, and
-stops everything it started, also on Ctrl-C or error.
+(or, with `--task translation`, translates English into German) a few validation records, times
+every model through the task's endpoint, prints a table, and stops everything it started, also on
+Ctrl-C or error.
 """
 
 from __future__ import annotations
@@ -19,17 +20,16 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from demo.cache import TeacherCache, built_benchmark_teacher, teacher_key
-from demo.plan import DEMO_PLAN, QUICK_PLAN, DemoPlan, StudentPlan
+from demo.plan import PLANS, DemoPlan, DemoTask, StudentPlan, plan_for
 from demo.resume import FAST_RECOVERY, TeacherJobNote, clean_up, default_data_dir, prepare_data_dir
 from demo.service import EmbeddedService
 from demo.table import Row, Served, render, student_row, teacher_row
-from demo.teacher import build_teacher
 from dqbart_client import APIStatusError, Client, Job
 from dqbart_client.archives import extract_tar
 from dqbart_client.plot import plot_metrics
@@ -39,6 +39,9 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO / "data" / "debian-desc-sample"
 # Requests timed per model: enough for a steady median, few enough for the quick demo.
 TIMED_DOCUMENTS = 8
+# Each task's inference endpoint: /summarize or /translate.
+INFER: dict[str, Callable[..., list[str]]] = {"summarization": Client.summarize,
+                                              "translation": Client.translate}
 
 
 class JobFailed(RuntimeError):
@@ -92,13 +95,15 @@ def obtain_teacher(client: Client, plan: DemoPlan, dataset_ids: dict[str, str], 
                    data_files: list[Path], note: TeacherJobNote) -> str:
     """The trained teacher's model id: the benchmark teacher once built, else the demo's own
     (from the user cache when possible, else trained by a job, resumed if a run was interrupted)."""
+    task = plan.task
     if plan.use_benchmark_teacher:
-        built = built_benchmark_teacher()
+        command = f"`python -m bench.teacher --task {task.name}`"
+        built = built_benchmark_teacher(task.benchmark_data)
         if built is not None:
-            say(f"using the benchmark teacher built by `python -m bench.teacher` ({built})")
+            say(f"using the benchmark teacher built by {command} ({built})")
             say_input_check(json.loads((built / "report.json").read_text()).get("input_check"))
-            return client.models.upload(built, name="debian-desc-teacher").id
-        say("no benchmark teacher yet: `python -m bench.teacher` builds a much stronger one (6-6, "
+            return client.models.upload(built, name=f"{task.data}-teacher").id
+        say(f"no benchmark teacher yet: {command} builds a much stronger one (6-6, "
             "d_model 256, the full data set; hours on CPU, resumable); using the small demo teacher")
     cache = TeacherCache()
     key = teacher_key(plan.teacher_spec(), data_files)
@@ -139,8 +144,9 @@ def train_teacher(client: Client, plan: DemoPlan, dataset_ids: dict[str, str], w
     next run to resume instead of starting over from step 0."""
     job_id = resumable_teacher_job(client, note, key)
     if job_id is None:
-        say("building an untrained teacher (BPE tokenizer trained on the sample, random BART weights)")
-        initial = build_teacher(work / "teacher-init", plan.teacher_shape)
+        model = "mBART" if plan.task.languages else "BART"
+        say(f"building an untrained teacher (tokenizer trained on the sample, random {model} weights)")
+        initial = plan.task.build(work / "teacher-init", plan.teacher_shape)
         initial_model = client.models.upload(initial, name="demo-teacher-init")
         job_id = client.jobs.create(plan.teacher_recipe(initial_model.id, dataset_ids)).id
         note.remember(key, job_id)
@@ -175,26 +181,32 @@ def compress_student(client: Client, plan: DemoPlan, student: StudentPlan, teach
     return model_id, report
 
 
-def show_summaries(client: Client, models: dict[str, str], docs: list[dict[str, str]],
-                   examples: list[dict[str, str]]) -> None:
-    """Summaries next to the references, with each model's default settings.
+def infer(client: Client, task: DemoTask, model_id: str, texts: Sequence[str],
+          **parameters: Any) -> list[str]:
+    return INFER[task.name](client, model_id, texts, **parameters)
+
+
+def show_outputs(client: Client, task: DemoTask, models: dict[str, str], records: list[dict[str, str]],
+                 examples: list[dict[str, str]]) -> None:
+    """Summaries or translations next to the references, with each model's default settings.
 
     A model the endpoint does not serve is shown from `examples`, the outputs the worker wrote
     into report.json for the first validation records."""
-    inputs = [d["document"] for d in docs]
+    source, target = task.fields
+    inputs = [r[source] for r in records]
     texts: dict[str, list[str]] = {}
     for name, model_id in models.items():
         try:
-            texts[name] = client.summarize(model_id, inputs)
+            texts[name] = infer(client, task, model_id, inputs)
         except APIStatusError as exc:
-            say(f"({name} is not served by the summarize endpoint (HTTP {exc.status_code}); "
+            say(f"({name} is not served by the {task.name} endpoint (HTTP {exc.status_code}); "
                 "its outputs below come from report.json)")
             by_source = {e["source"]: e.get(name, "") for e in examples}
             texts[f"{name} (report)"] = [by_source.get(text, "-") for text in inputs]
-    for index, doc in enumerate(docs):
-        text = doc["document"]
-        say(f"\n--- document {index + 1}: {text[:200]}{'...' if len(text) > 200 else ''}")
-        say(f"    {'reference':<17}: {doc['summary']}")
+    for index, record in enumerate(records):
+        text = record[source]
+        say(f"\n--- {source} {index + 1}: {text[:200]}{'...' if len(text) > 200 else ''}")
+        say(f"    {'reference':<17}: {record[target]}")
         for name, outputs in texts.items():
             say(f"    {name:<17}: {outputs[index]}")
 
@@ -203,30 +215,32 @@ def timing_inputs(plan: DemoPlan, validation: Path) -> tuple[list[str], dict[str
     """Documents and settings that time every model on the same work: each document cut to
     words that fit every model's source limit (the teacher's is longer than its students'), the
     plan's beams, and as many new tokens for every model (a model that stops early is not faster)."""
-    words = plan.max_source_length // 3  # BPE pieces per word stay under 3 on the sample
-    documents = [" ".join(d["document"].split()[:words]) for d in read_jsonl(validation, TIMED_DOCUMENTS)]
+    words = plan.max_source_length // 3  # subword pieces per word stay under 3 on the samples
+    source = plan.task.fields[0]
+    documents = [" ".join(r[source].split()[:words]) for r in read_jsonl(validation, TIMED_DOCUMENTS)]
     tokens = plan.max_target_length
     return documents, {"num_beams": plan.evaluation["num_beams"], "min_new_tokens": tokens,
                        "max_new_tokens": tokens}
 
 
-def time_served(client: Client, model_id: str, documents: list[str],
+def time_served(client: Client, task: DemoTask, model_id: str, documents: list[str],
                 parameters: dict[str, Any]) -> Served | None:
     """The model as a user gets it from the API: one document a request, one request at a time,
     after a warm-up (the first call loads the model); the median request time, and the runtime
     form the service chose. None where the endpoint does not serve the model."""
     try:
-        client.summarize(model_id, documents[:1], **parameters)
+        infer(client, task, model_id, documents[:1], **parameters)
     except APIStatusError:
         return None
-    seconds = [_request_seconds(client, model_id, document, parameters) for document in documents]
+    seconds = [_request_seconds(client, task, model_id, document, parameters) for document in documents]
     form = client.request("GET", f"/v1/models/{model_id}/info").json()["runtime"]["form"]
     return Served(form, 1000.0 * statistics.median(seconds))
 
 
-def _request_seconds(client: Client, model_id: str, document: str, parameters: dict[str, Any]) -> float:
+def _request_seconds(client: Client, task: DemoTask, model_id: str, document: str,
+                     parameters: dict[str, Any]) -> float:
     start = time.perf_counter()
-    client.summarize(model_id, [document], **parameters)
+    infer(client, task, model_id, [document], **parameters)
     return time.perf_counter() - start
 
 
@@ -235,11 +249,13 @@ def demo(plan: DemoPlan, work: Path, service: EmbeddedService, results: Path) ->
     service.start()
     say(f"service up at {service.base_url}")
     client = Client(service.base_url, service.create_key("demo"))
+    task = plan.task
     try:
-        train = gunzip_to(SAMPLE_DIR / "train.jsonl.gz", work / "train.jsonl", plan.train_rows)
-        validation = gunzip_to(SAMPLE_DIR / "validation.jsonl.gz", work / "validation.jsonl")
-        dataset_ids = {"train": client.datasets.upload(train, "debian-desc-train").id,
-                       "validation": client.datasets.upload(validation, "debian-desc-validation").id}
+        train_file, validation_file = task.files
+        train = gunzip_to(SAMPLE_DIR / train_file, work / "train.jsonl", plan.train_rows)
+        validation = gunzip_to(SAMPLE_DIR / validation_file, work / "validation.jsonl")
+        dataset_ids = {"train": client.datasets.upload(train, f"{task.data}-train").id,
+                       "validation": client.datasets.upload(validation, f"{task.data}-validation").id}
         say(f"uploaded datasets: {dataset_ids}")
         teacher_id = obtain_teacher(client, plan, dataset_ids, work, [train, validation],
                                     TeacherJobNote(service.data_dir))
@@ -249,16 +265,16 @@ def demo(plan: DemoPlan, work: Path, service: EmbeddedService, results: Path) ->
             models[student.name], reports[student.name] = compress_student(
                 client, plan, student, teacher_id, dataset_ids, work, results)
         first = next(iter(reports.values()))
-        docs = read_jsonl(validation, plan.shown_documents)
-        show_summaries(client, models, docs, first.get("examples") or [])
+        shown = read_jsonl(validation, plan.shown_documents)
+        show_outputs(client, task, models, shown, first.get("examples") or [])
         documents, parameters = timing_inputs(plan, validation)
         say(f"\ntiming each model through the API: {len(documents)} documents, one a request, {parameters}")
-        served = {name: time_served(client, model_id, documents, parameters)
+        served = {name: time_served(client, task, model_id, documents, parameters)
                   for name, model_id in models.items()}
     finally:
         client.close()
-    return [teacher_row(first, served["teacher"]),
-            *(student_row(name, report, served[name]) for name, report in reports.items())]
+    return [teacher_row(first, served["teacher"], task.metrics),
+            *(student_row(name, report, served[name], task.metrics) for name, report in reports.items())]
 
 
 @contextmanager
@@ -276,6 +292,8 @@ def terminate_as_interrupt() -> Iterator[None]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Compress a BART teacher through the service, end to end.")
+    parser.add_argument("--task", choices=sorted(PLANS), default="summarization",
+                        help="summarization (BART) or translation (mBART, English to German)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny teacher and a few steps (tests, smoke runs)")
     parser.add_argument("--data-dir", type=Path, default=None,
@@ -289,7 +307,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.results.mkdir(parents=True, exist_ok=True)
-    plan = QUICK_PLAN if args.quick else DEMO_PLAN
+    plan = plan_for(args.task, args.quick)
     start = time.monotonic()
     data_dir, owned = (args.data_dir, False) if args.data_dir else (default_data_dir(), True)
     prepare_data_dir(data_dir, owned=owned)
@@ -313,8 +331,9 @@ def main(argv: list[str] | None = None) -> int:
             if clean_up(data_dir, owned=owned):
                 say(f"the teacher's unfinished training is kept in {data_dir}: the next run resumes it "
                     "from its last checkpoint")
-    say("\n" + render(rows))
-    (args.results / "table.txt").write_text(render(rows) + "\n", encoding="utf-8")
+    table = render(rows, plan.task.metrics)
+    say("\n" + table)
+    (args.results / "table.txt").write_text(table + "\n", encoding="utf-8")
     say(f"\nresults (the table and each student's loss curves) are in {args.results.resolve()}/")
     say(f"\ndemo finished in {time.monotonic() - start:.0f} s; the service is stopped.")
     return 0

@@ -14,12 +14,14 @@ class Served:
     ms_per_doc: float
 
 
+# Each score the table shows: its key in report.json's metrics, and its column title.
+Metrics = tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True)
 class Row:
     name: str
-    rouge1: float | None
-    rouge2: float | None
-    rouge_lsum: float | None
+    scores: tuple[float | None, ...]  # in the order of the task's metrics
     bytes: int | None
     ratio: float | None
     served: Served | None  # None where the endpoint does not serve the model
@@ -32,16 +34,18 @@ def _metric(metrics: dict[str, Any], name: str) -> float | None:
     return None
 
 
-def teacher_row(report: dict[str, Any], served: Served | None) -> Row:
-    metrics = report.get("teacher_metrics") or {}
-    return Row("teacher (fp32)", _metric(metrics, "rouge1"), _metric(metrics, "rouge2"),
-               _metric(metrics, "rougeLsum"), report.get("teacher_bytes"), 1.0, served)
+def _scores(metrics: dict[str, Any], shown: Metrics) -> tuple[float | None, ...]:
+    return tuple(_metric(metrics, key) for key, _ in shown)
 
 
-def student_row(name: str, report: dict[str, Any], served: Served | None) -> Row:
-    metrics = report.get("student_metrics") or {}
-    return Row(name, _metric(metrics, "rouge1"), _metric(metrics, "rouge2"), _metric(metrics, "rougeLsum"),
-               report.get("student_bytes"), report.get("compression_ratio"), served)
+def teacher_row(report: dict[str, Any], served: Served | None, shown: Metrics) -> Row:
+    scores = _scores(report.get("teacher_metrics") or {}, shown)
+    return Row("teacher (fp32)", scores, report.get("teacher_bytes"), 1.0, served)
+
+
+def student_row(name: str, report: dict[str, Any], served: Served | None, shown: Metrics) -> Row:
+    scores = _scores(report.get("student_metrics") or {}, shown)
+    return Row(name, scores, report.get("student_bytes"), report.get("compression_ratio"), served)
 
 
 def _fmt(value: float | int | None, spec: str, suffix: str = "") -> str:
@@ -55,11 +59,11 @@ def speedup(row: Row, teacher: Row) -> float | None:
     return teacher.served.ms_per_doc / row.served.ms_per_doc
 
 
-def render(rows: list[Row]) -> str:
+def render(rows: list[Row], shown: Metrics) -> str:
     """The table; the first row is the teacher that sizes and speed-ups compare with."""
-    header = ("model", "ROUGE-1", "ROUGE-2", "ROUGE-Lsum", "bytes", "smaller", "served as", "API ms/doc",
+    header = ("model", *(title for _, title in shown), "bytes", "smaller", "served as", "API ms/doc",
               "faster")
-    lines = [[r.name, _fmt(r.rouge1, ".2f"), _fmt(r.rouge2, ".2f"), _fmt(r.rouge_lsum, ".2f"),
+    lines = [[r.name, *(_fmt(score, ".2f") for score in r.scores),
               _fmt(r.bytes, ",d"), _fmt(r.ratio, ".1f", "x"), r.served.form if r.served else "-",
               _fmt(r.served.ms_per_doc if r.served else None, ".1f"), _fmt(speedup(r, rows[0]), ".1f", "x")]
              for r in rows]

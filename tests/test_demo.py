@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import re
 import signal
@@ -15,9 +17,10 @@ import pytest
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from demo.cache import TeacherCache, benchmark_teacher_dir, built_benchmark_teacher, teacher_key
-from demo.plan import QUICK_PLAN
-from demo.table import Row, Served, render
+from demo.plan import QUICK_PLAN, SUMMARIZATION, TRANSLATION, plan_for
+from demo.table import Row, Served, render, student_row, teacher_row
 from demo.teacher import QUICK_SHAPE, build_teacher
+from tests.tiny import SAMPLE_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,6 +41,15 @@ def test_teacher_cache_key_changes_with_the_training_plan(tmp_path: Path) -> Non
     changed = {**spec, "training": {**spec["training"], "max_steps": 99}}
     assert teacher_key(spec, [data]) == teacher_key(spec, [data])
     assert teacher_key(spec, [data]) != teacher_key(changed, [data])
+
+
+def test_translation_jobs_name_mbart_languages_and_the_pair_fields() -> None:
+    plan = plan_for("translation", quick=True)
+    ids = {"train": "ds_train", "validation": "ds_validation"}
+    for recipe in (plan.teacher_recipe("mdl_init", ids), plan.student_recipe(plan.students[0], "mdl_t", ids)):
+        assert (recipe["task"], recipe["src_lang"], recipe["tgt_lang"]) == ("translation", "en_XX", "de_DE")
+        assert (recipe["dataset"]["source_field"], recipe["dataset"]["target_field"]) == ("source", "target")
+    assert "src_lang" not in plan_for("summarization", quick=True).teacher_recipe("mdl_init", ids)
 
 
 def test_teacher_cache_returns_what_was_stored(tmp_path: Path) -> None:
@@ -63,15 +75,27 @@ def test_the_benchmark_teacher_counts_once_its_training_has_finished(
 
 
 def test_table_shows_missing_values_as_dashes() -> None:
-    text = render([Row("teacher (fp32)", 30.0, 10.0, 29.5, 15_000_000, 1.0, None),
-                   Row("dq 2-2-8 6-3", 29.0, 9.5, 28.8, 1_000_000, 15.0, Served("ctranslate2_int8", 12.3))])
+    text = render([Row("teacher (fp32)", (30.0, 10.0, 29.5), 15_000_000, 1.0, None),
+                   Row("dq 2-2-8 6-3", (29.0, 9.5, 28.8), 1_000_000, 15.0, Served("ctranslate2_int8", 12.3))],
+                  SUMMARIZATION.metrics)
     assert "15,000,000" in text and "15.0x" in text and " - " in text.splitlines()[2] + " "
 
 
+def test_a_translation_table_shows_bleu_and_chrf_from_the_job_report() -> None:
+    report = {"teacher_metrics": {"eval/bleu": 20.5, "eval/chrf": 45.25}, "teacher_bytes": 15_000_000,
+              "student_metrics": {"eval/bleu": 19.0}, "student_bytes": 4_000_000, "compression_ratio": 3.75}
+    rows = [teacher_row(report, None, TRANSLATION.metrics),
+            student_row("dq 8-8-8 6-3", report, None, TRANSLATION.metrics)]
+    header, _, teacher_line, student_line = render(rows, TRANSLATION.metrics).splitlines()
+    assert header.split()[:4] == ["model", "BLEU", "chrF", "bytes"]
+    assert teacher_line.split()[2:4] == ["20.50", "45.25"]
+    assert student_line.split()[3:5] == ["19.00", "-"]
+
+
 def test_table_shows_each_model_served_speed_up_over_the_teacher_beside_its_size() -> None:
-    teacher = Row("teacher (fp32)", 30.0, 10.0, 29.5, 15_000_000, 1.0, Served("ctranslate2_float32", 40.0))
-    student = Row("dq 8-8-8 6-3", 29.0, 9.5, 28.8, 4_000_000, 3.8, Served("ctranslate2_int8", 10.0))
-    header, _, teacher_line, student_line = render([teacher, student]).splitlines()
+    teacher = Row("teacher (fp32)", (30.0, 10.0, 29.5), 15_000_000, 1.0, Served("ctranslate2_float32", 40.0))
+    student = Row("dq 8-8-8 6-3", (29.0, 9.5, 28.8), 4_000_000, 3.8, Served("ctranslate2_int8", 10.0))
+    header, _, teacher_line, student_line = render([teacher, student], SUMMARIZATION.metrics).splitlines()
     assert header.split()[-4:] == ["as", "API", "ms/doc", "faster"]
     assert student_line.split()[-4:] == ["3.8x", "ctranslate2_int8", "10.0", "4.0x"]
     assert teacher_line.split()[-3:] == ["ctranslate2_float32", "40.0", "1.0x"]
@@ -127,3 +151,26 @@ def test_quick_demo_resumes_its_interrupted_teacher_then_runs_end_to_end(tmp_pat
     assert url is not None
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url.group(1)}/health", timeout=2.0)
+
+
+@pytest.mark.slow
+def test_quick_translation_demo_translates_through_the_api_and_scores_bleu_and_chrf(tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "DQB_DEVICE": "cpu"}
+    command = [sys.executable, "-m", "demo.run", "--quick", "--task", "translation",
+               "--data-dir", str(tmp_path / "data"), "--results", str(tmp_path / "results")]
+    done = run_demo(command, env, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "random mBART weights" in done.stdout and "matches X-Checksum-SHA256" in done.stdout
+    # Every model answered /translate: none fell back to the examples in its report.
+    assert "not served by the translation endpoint" not in done.stdout
+    with gzip.open(SAMPLE_DIR / "en-de-validation.jsonl.gz", "rt", encoding="utf-8") as f:
+        first = json.loads(f.readline())
+    shown = done.stdout.split(f"--- source 1: {first['source'][:200]}", 1)[-1].split("--- source 2")[0]
+    assert f"reference        : {first['target']}" in shown
+    assert all(f"{name:<17}: " in shown for name in ("teacher", "dq 8-8-8 6-3", "dq 2-2-8 6-3"))
+    header, _, *rows = (tmp_path / "results" / "table.txt").read_text().splitlines()
+    assert header.split()[:3] == ["model", "BLEU", "chrF"]
+    scores = {row.split("  ")[0].strip(): row.split()[-7:-5] for row in rows}
+    assert list(scores) == ["teacher (fp32)", "dq 8-8-8 6-3", "dq 2-2-8 6-3"]
+    assert all(float(score) >= 0 for pair in scores.values() for score in pair)
+    assert all("ctranslate2_int8" in row for row in rows[1:])

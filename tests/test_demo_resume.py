@@ -3,7 +3,7 @@ over: the job is left unfinished (not cancelled), noted in the service's folder,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from demo import run
-from demo.plan import QUICK_PLAN
+from demo.plan import QUICK_PLAN, DemoPlan
 from demo.resume import TeacherJobNote, clean_up, prepare_data_dir
 from dqbart_client import Job
 from dqbart_client.errors import NotFoundError
@@ -62,46 +62,45 @@ class FakeClient:
 
 
 @pytest.fixture
-def no_teacher_build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Building and uploading the untrained teacher is not what these tests are about."""
-    monkeypatch.setattr(run, "build_teacher", lambda out, shape: tmp_path)
+def plan(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> DemoPlan:
+    """The quick plan, building no teacher: building and uploading it is not what these tests are about."""
     monkeypatch.setattr(run, "say", lambda text="": None)
+    return replace(QUICK_PLAN, task=replace(QUICK_PLAN.task, build=lambda out, shape: tmp_path))
 
 
-def train(client: FakeClient, note: TeacherJobNote, tmp_path: Path) -> Job:
+def train(client: FakeClient, note: TeacherJobNote, tmp_path: Path, plan: DemoPlan) -> Job:
     ids = {"train": "ds_train", "validation": "ds_validation"}
-    return run.train_teacher(client, QUICK_PLAN, ids, tmp_path, note, KEY)  # type: ignore[arg-type]
+    return run.train_teacher(client, plan, ids, tmp_path, note, KEY)  # type: ignore[arg-type]
 
 
-def test_an_interrupted_teacher_job_is_left_running_and_noted(tmp_path: Path, no_teacher_build: None) -> None:
+def test_an_interrupted_teacher_job_is_left_running_and_noted(tmp_path: Path, plan: DemoPlan) -> None:
     client, note = FakeClient(FakeJobs(interrupt=True)), TeacherJobNote(tmp_path / "service")
     with pytest.raises(KeyboardInterrupt):
-        train(client, note, tmp_path)
+        train(client, note, tmp_path, plan)
     assert client.jobs.cancelled == []
     assert note.pending(KEY) == client.jobs.created[0]
 
 
-def test_the_next_run_follows_the_same_job_instead_of_starting_over(tmp_path: Path,
-                                                                     no_teacher_build: None) -> None:
+def test_the_next_run_follows_the_same_job_instead_of_starting_over(tmp_path: Path, plan: DemoPlan) -> None:
     client, note = FakeClient(FakeJobs(interrupt=True)), TeacherJobNote(tmp_path / "service")
     with pytest.raises(KeyboardInterrupt):
-        train(client, note, tmp_path)
+        train(client, note, tmp_path, plan)
     client.jobs.interrupt = False
-    job = train(client, note, tmp_path)
+    job = train(client, note, tmp_path, plan)
     assert job.status == "succeeded" and client.jobs.created == [job.id]
     assert note.pending(KEY) is None  # finished: nothing left to resume
 
 
 @pytest.mark.parametrize("left", ["failed", "cancelled", "user_error", "gone"])
-def test_a_teacher_job_that_cannot_succeed_any_more_is_trained_afresh(tmp_path: Path, no_teacher_build: None,
-                                                                       left: str) -> None:
+def test_a_teacher_job_that_cannot_succeed_any_more_is_trained_afresh(tmp_path: Path, plan: DemoPlan,
+                                                                      left: str) -> None:
     client, note = FakeClient(), TeacherJobNote(tmp_path / "service")
     old = client.jobs.create({})
     client.jobs.jobs[old.id] = old.model_copy(update={"status": left})
     if left == "gone":
         del client.jobs.jobs[old.id]
     note.remember(KEY, old.id)
-    job = train(client, note, tmp_path)
+    job = train(client, note, tmp_path, plan)
     assert job.id != old.id and client.jobs.created == [old.id, job.id]
 
 
