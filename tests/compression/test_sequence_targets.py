@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
@@ -36,8 +39,30 @@ def test_targets_are_the_teachers_outputs_and_are_cached(tiny_teacher_dir: Path,
     sources = ["a tool to compress files", "a library for images", "a game"]
     first = teacher_targets(teacher, tokenizer, sources, SPEC, max_source_length=32, cache=tmp_path)
     assert first == generate(teacher, tokenizer, sources, SPEC, max_source_length=32)
-    assert [p.suffix for p in tmp_path.iterdir()] == [".jsonl"]
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".jsonl", ".lock"]  # no partial file left
     assert teacher_targets(teacher, tokenizer, sources, SPEC, max_source_length=32, cache=tmp_path) == first
+
+
+def test_concurrent_runs_of_one_teacher_generate_its_targets_once(
+    tiny_teacher_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    teacher = AutoModelForSeq2SeqLM.from_pretrained(str(tiny_teacher_dir)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_teacher_dir))
+    generated: list[int] = []
+    real = sequence_targets._generate_by_length
+
+    def counted(*args: Any) -> list[str]:
+        generated.append(len(args[2]))
+        time.sleep(0.2)  # long enough for the other run to arrive while this one generates
+        return real(*args)
+
+    monkeypatch.setattr(sequence_targets, "_generate_by_length", counted)
+    sources = ["a tool to compress files", "a game"]
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(teacher_targets, teacher, tokenizer, sources, SPEC, max_source_length=32,
+                            cache=tmp_path) for _ in range(2)]
+        first, second = (run.result() for run in runs)
+    assert first == second and generated == [2]
 
 
 def test_a_stopped_generation_continues_from_its_partial_file(
