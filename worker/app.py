@@ -11,6 +11,7 @@ from typing import Any
 from celery import Celery
 
 from store.settings import Settings
+from worker.fsbroker import TRANSPORT
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -43,6 +44,8 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options=broker_options(settings),
+        # Our filesystem transport writes each message whole before consumers can see it.
+        broker_transport=TRANSPORT if settings.BROKER_URL.startswith("filesystem") else None,
         task_default_queue="dqbart",
     )
     return app
