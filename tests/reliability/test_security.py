@@ -232,8 +232,13 @@ def _owned(client: TestClient, headers: dict[str, str], teacher: Path) -> dict[s
     dataset = client.post("/v1/datasets", headers=headers, files=files).json()
     recipe = {"teacher": {"model": model}, "dataset": {
         "dataset": dataset["id"], "source_field": "document", "target_field": "summary"}}
-    job = client.post("/v1/jobs", headers={**headers, "Idempotency-Key": "same-key"}, json=recipe).json()
-    return {"model_id": model, "dataset_id": dataset["id"], "job_id": job["id"]}
+    keyed = {**headers, "Idempotency-Key": "same-key"}
+    job = client.post("/v1/jobs", headers=keyed, json=recipe).json()
+    client.post(f"/v1/jobs/{job['id']}/cancel", headers=headers)  # a free slot for the sweep's child
+    sweep = client.post("/v1/sweeps", headers=keyed, json={
+        "recipe": {**recipe, "training": {"max_steps": 2}}, "axes": {"bits": ["8-8-8"], "layers": ["1-1"]},
+        "gate": {"max_drop": 0.1}}).json()
+    return {"model_id": model, "dataset_id": dataset["id"], "job_id": job["id"], "sweep_id": sweep["id"]}
 
 
 def test_every_route_with_an_id_hides_another_tenants_object(client: TestClient, settings: Settings,
@@ -255,12 +260,12 @@ def test_every_route_with_an_id_hides_another_tenants_object(client: TestClient,
             assert mine.status_code != 404 or mine.json()["error"]["code"] != "not_found", (method, path)
             checked += 1
     assert checked >= 11
-    for kind in ("models", "datasets", "jobs"):
+    for kind in ("models", "datasets", "jobs", "sweeps"):
         assert client.get(f"/v1/{kind}", headers=stranger).json() == {"data": [], "has_more": False}
 
 
-def test_the_same_idempotency_key_in_two_tenants_makes_two_jobs(client: TestClient, settings: Settings,
-                                                                 tiny_teacher_dir: Path) -> None:
-    first = _owned(client, bearer(new_key(settings)[2]), tiny_teacher_dir)["job_id"]
-    second = _owned(client, bearer(new_key(settings)[2]), tiny_teacher_dir)["job_id"]
-    assert first != second
+def test_the_same_idempotency_key_in_two_tenants_makes_two_jobs_and_two_sweeps(
+        client: TestClient, settings: Settings, tiny_teacher_dir: Path) -> None:
+    first = _owned(client, bearer(new_key(settings)[2]), tiny_teacher_dir)
+    second = _owned(client, bearer(new_key(settings)[2]), tiny_teacher_dir)
+    assert first["job_id"] != second["job_id"] and first["sweep_id"] != second["sweep_id"]
