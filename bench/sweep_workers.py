@@ -12,6 +12,7 @@ cache (`make demo` trains and caches it).
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import sys
@@ -36,6 +37,17 @@ def demo_teacher() -> Path:
     return archives[-1]
 
 
+def plain(path: Path, work: Path) -> Path:
+    """The service takes .jsonl, not the bundled .jsonl.gz: a decompressed copy in `work`."""
+    if path.suffix != ".gz":
+        return path
+    out = work / path.stem
+    if not out.exists():
+        with gzip.open(path, "rb") as src:
+            out.write_bytes(src.read())
+    return out
+
+
 def sweep_body(args: argparse.Namespace, ids: dict[str, str], workers: int) -> dict[str, Any]:
     recipe = {
         "teacher": {"model": ids["teacher"]},
@@ -57,8 +69,8 @@ def run_once(args: argparse.Namespace, workers: int, work: Path) -> dict[str, An
                               workers=workers, env_defaults={"OMP_NUM_THREADS": str(threads)})
     with service, Client(service.base_url, service.create_key("bench")) as client:
         ids = {"teacher": client.models.upload(args.teacher, name="teacher").id,
-               "train": client.datasets.upload(args.train).id,
-               "validation": client.datasets.upload(args.validation).id}
+               "train": client.datasets.upload(plain(args.train, work)).id,
+               "validation": client.datasets.upload(plain(args.validation, work)).id}
         start = time.perf_counter()
         sweep = client.sweeps.wait(client.sweeps.create(sweep_body(args, ids, workers)).id, poll_interval=2.0)
         wall = time.perf_counter() - start
