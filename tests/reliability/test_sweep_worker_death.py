@@ -35,7 +35,9 @@ def sweep_status(deployment: Deployment, sweep_id: str) -> str | None:
         return sweep.status if sweep is not None else None
 
 
-@pytest.mark.parametrize("deployment", MODES, indirect=True)
+# The embedded mode only: the production mode's worker death is test_worker_death.py's, and the
+# sweep's PostgreSQL path (row locks, two workers advancing) runs in tests/service/test_sweeps.py.
+@pytest.mark.parametrize("deployment", MODES[:1], indirect=True)
 def test_a_sweep_whose_worker_is_sigkilled_finishes_every_point_once(deployment: Deployment) -> None:
     settings, installation = deployment.settings, deployment.installation
     spec = SweepSpec.from_dict({"recipe": installation.recipe(training=TRAINING),
