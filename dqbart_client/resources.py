@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import httpx
 
@@ -162,19 +162,18 @@ class Jobs:
              timeout: float | None = None) -> Job:
         """Poll until the job ends and return it; `on_progress(job, new_events)` after each poll.
         Raises TimeoutError after `timeout` seconds (the job goes on)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         last_event: int | None = None
-        while True:
+
+        def poll() -> Job:
+            nonlocal last_event
             job = self.get(job_id)
             events = self.events(job_id, after=last_event)
             last_event = events[-1].id if events else last_event
             if on_progress is not None:
                 on_progress(job, events)
-            if job.done:
-                return job
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} is still {job.status} after {timeout} s")
-            time.sleep(poll_interval)
+            return job
+
+        return _poll_until_done(poll, poll_interval, timeout, f"job {job_id}")
 
 
 class Sweeps:
@@ -200,14 +199,28 @@ class Sweeps:
 
     def wait(self, sweep_id: str, *, on_progress: Callable[[Sweep], None] | None = None,
              poll_interval: float = 2.0, timeout: float | None = None) -> Sweep:
-        """Poll until the sweep ends and return it. Raises TimeoutError after `timeout` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+        """Poll until the sweep ends and return it; `on_progress(sweep)` after each poll. Raises
+        TimeoutError after `timeout` seconds (the sweep goes on)."""
+
+        def poll() -> Sweep:
             sweep = self.get(sweep_id)
             if on_progress is not None:
                 on_progress(sweep)
-            if sweep.done:
-                return sweep
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"sweep {sweep_id} is still {sweep.status} after {timeout} s")
-            time.sleep(poll_interval)
+            return sweep
+
+        return _poll_until_done(poll, poll_interval, timeout, f"sweep {sweep_id}")
+
+
+Polled = TypeVar("Polled", Job, Sweep)
+
+
+def _poll_until_done(poll: Callable[[], Polled], interval: float, timeout: float | None, what: str) -> Polled:
+    """`poll()` every `interval` seconds until what it returns is done; TimeoutError after `timeout`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        item = poll()
+        if item.done:
+            return item
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"{what} is still {item.status} after {timeout} s")
+        time.sleep(interval)

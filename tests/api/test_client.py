@@ -117,6 +117,19 @@ def test_wait_returns_a_cancelled_job_and_reports_its_events(sdk: Client, teache
     assert sdk.jobs.metrics(job.id) == [] and sdk.jobs.checkpoints(job.id) == []
 
 
+def test_waiting_past_the_timeout_raises_naming_the_status(sdk: Client, teacher: Model,
+                                                           dataset: Dataset) -> None:
+    job = sdk.jobs.create(tiny_recipe(teacher.id, dataset.id))  # no worker here: it stays queued
+    with pytest.raises(TimeoutError, match=f"job {job.id} is still queued"):
+        sdk.jobs.wait(job.id, poll_interval=0, timeout=0)
+    sweep = sdk.sweeps.create({"recipe": tiny_recipe(teacher.id, dataset.id),
+                               "axes": {"bits": ["8-8-8"], "layers": ["1-1"]}, "gate": {"max_drop": 0.1}})
+    seen: list[str] = []
+    with pytest.raises(TimeoutError, match=f"sweep {sweep.id} is still running"):
+        sdk.sweeps.wait(sweep.id, on_progress=lambda s: seen.append(s.status), poll_interval=0, timeout=0)
+    assert seen == ["running"]
+
+
 def test_download_checks_the_sha256_and_leaves_no_part_file(sdk: Client, teacher: Model,
                                                             tmp_path: Path) -> None:
     done = sdk.models.download(teacher.id, tmp_path / "teacher.tar")
