@@ -250,7 +250,7 @@ class SweepRung(BaseModel):
 
 class SweepSteps(BaseModel):
     planned: int = Field(description="the most steps the plan trains (what max_total_steps bounds)")
-    used: int = Field(description="steps of the children finished so far")
+    used: int = Field(description="the step budgets of the children finished so far")
     grid: int = Field(description="what a grid over the same points trains")
     saved: int | None = Field(description="grid - used, once the sweep has succeeded")
 

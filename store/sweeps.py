@@ -208,9 +208,9 @@ def describe(sweep: Sweep, kids: list[Job]) -> dict[str, Any]:
     on_front = {o.point for o in front(list(measured.values()))}
     live = set(live_points(spec, kids, sweep.rung)) if sweep.status == "running" else set()
     rows = [_point_row(p, kids, measured, on_front, live, sweep.rung) for p in points(spec)]
-    used = sum(point_steps(p, steps) for p in points(spec)
-               for steps in (int(k.recipe["training"]["max_steps"]) for k in kids
-                             if k.sweep_point == p.index and k.status in FINISHED_STATUSES))
+    by_index = {p.index: p for p in points(spec)}
+    used = sum(point_steps(by_index[k.sweep_point], int(k.recipe["training"]["max_steps"])) for k in kids
+               if k.sweep_point is not None and k.status in FINISHED_STATUSES)
     progress = {state: sum(r["status"] == state for r in rows) for state in POINT_STATES}
     return {
         "rung": sweep.rung, "rungs": [{"rung": i, "steps": steps, "points": size} for i, (steps, size)

@@ -92,6 +92,7 @@ def test_a_finished_child_frees_its_slot_and_the_last_one_ends_the_sweep(session
     assert report["progress"]["succeeded"] == 3 and report["progress"]["failed"] == 1
     assert report["front"] == [3, 2, 0]
     assert report["recommended"]["index"] == 2  # the smallest that passed: point 3 was flagged
+    assert report["steps"] == {"planned": 32, "used": 32, "grid": 32, "saved": 0}
 
 
 def test_the_first_measured_child_gives_the_sweep_its_teacher_scores(session: Session,
