@@ -64,6 +64,11 @@ class World:
     def post_job(self, body: Any, **headers: str) -> httpx.Response:
         return self.client.post("/v1/jobs", headers={**self.owner, **headers}, json=body)
 
+    def post_sweep(self, recipe: dict[str, Any] | None = None, **changes: Any) -> httpx.Response:
+        body = {"recipe": recipe or self.recipe(), "axes": {"bits": ["8-8-8", "2-2-8"], "layers": ["1-1"]},
+                "gate": {"max_drop": 0.05}, **changes}
+        return self.client.post("/v1/sweeps", headers=self.owner, json=body)
+
     def post_multipart(self, body: bytes, boundary: str = "dqb-boundary") -> httpx.Response:
         headers = {**self.owner, "Content-Type": f"multipart/form-data; boundary={boundary}"}
         return self.client.post("/v1/datasets", headers=headers, content=body)
@@ -319,6 +324,22 @@ CASES = [
              lambda w: w.post_job(w.recipe(gate={"max_drop": 0.02, "metric": "bleu"}))),
     BadInput("gate: unknown on_fail", 400, INVALID, "gate.on_fail",
              lambda w: w.post_job(w.recipe(gate={"max_drop": 0.02, "on_fail": "delete"}))),
+    # sweeps (POST /v1/sweeps)
+    BadInput("sweep: a layer plan deeper than the teacher", 400, INVALID, "axes.layers",
+             lambda w: w.post_sweep(axes={"bits": ["8-8-8"], "layers": ["3-1"]})),
+    BadInput("sweep: bit widths that are not W-E-A", 400, INVALID, "axes.bits",
+             lambda w: w.post_sweep(axes={"bits": ["8-8"], "layers": ["1-1"]})),
+    BadInput("sweep: more than 64 points", 400, INVALID, "axes",
+             lambda w: w.post_sweep(axes={"bits": ["8-8-8", "4-4-8", "2-2-8", "8-2-8", "2-8-8", "4-8-8",
+                                                   "8-4-8", "2-4-8"],
+                                          "layers": ["1-1", "2-1", "1-2", "2-2"],
+                                          "methods": ["dq", "ptq", "qat_only"]})),
+    BadInput("sweep: a base recipe without max_steps", 400, INVALID, "recipe.training.max_steps",
+             lambda w: w.post_sweep(w.recipe(training={"max_steps": None}))),
+    BadInput("sweep: a base recipe with its own gate", 400, INVALID, "recipe.gate",
+             lambda w: w.post_sweep(w.recipe(gate={"max_drop": 0.1}))),
+    BadInput("sweep: a plan over max_total_steps", 400, INVALID, "budget.max_total_steps",
+             lambda w: w.post_sweep(budget={"max_total_steps": 3})),
 ]
 
 
