@@ -79,6 +79,25 @@ class QualityGate(BaseModel):
     message: str
 
 
+class EngineCheck(BaseModel):
+    """A serving engine's form of the model scored against the reference path when the job packed it
+    (compression/ct2.py `faithfulness`): greedy decoding of the first validation records on both."""
+
+    available: bool = Field(description="false: the engine cannot hold this model exactly (see reason)")
+    reason: str | None = None
+    compute_type: str | None = None
+    records: int | None = None
+    identical_percent: float | None = Field(None, description="outputs identical to the reference path's")
+    metric: str | None = Field(None, description="rougeLsum (summarization) or bleu (translation)")
+    reference: float | None = None
+    ctranslate2: float | None = Field(None, description="the CTranslate2 form's score")
+    metric_loss: float | None = Field(None, description="reference minus engine, in metric points")
+    budget: float | None = Field(None, description="the loss allowed when the job packed the model")
+    within_budget: bool | None = Field(None, description="false: the service serves our own int8 form "
+                                                         "instead (the serving budget may differ; "
+                                                         "/info says which engine serves it)")
+
+
 class ModelObject(BaseModel):
     id: str
     name: str
@@ -93,6 +112,8 @@ class ModelObject(BaseModel):
     quality_gate: QualityGate | None = Field(
         None, description="a gated job's verdict; `flagged`: inference answers with "
                           "`X-DQB-Quality-Gate: failed`")
+    engines: dict[str, EngineCheck] | None = Field(
+        None, description="a compressed model's engine checks at packing, by engine (`ctranslate2`)")
     created_at: datetime
 
 

@@ -29,14 +29,17 @@ def _new_artifact(*, tenant_id: str, kind: str, blob: StoredBlob) -> Artifact:
 def create_model(session: Session, *, model_id: str, tenant_id: str, name: str, source: str,
                  architecture: str, layers: dict[str, int], parameters: int, blob: StoredBlob,
                  job_id: str | None = None, task: str | None = None,
-                 quality_gate: dict[str, Any] | None = None, commit: bool = True) -> Model:
+                 quality_gate: dict[str, Any] | None = None, engines: dict[str, Any] | None = None,
+                 commit: bool = True) -> Model:
     """The model row and its artifact row, committed together; `blob` is the stored .tar.
     With commit=False both are only flushed, joining the caller's transaction. `quality_gate` is
-    the verdict of the job's gate (compression.gate), where its recipe had one."""
+    the verdict of the job's gate (compression.gate), where its recipe had one; `engines` the
+    packing-time checks of the serving engines (report.json's `engines`)."""
     artifact = _new_artifact(tenant_id=tenant_id, kind=_ARTIFACT_KIND[source], blob=blob)
     model = Model(id=model_id, tenant_id=tenant_id, name=name, source=source, architecture=architecture,
                   layers=layers, parameters=parameters, bytes=blob.bytes, sha256=blob.sha256,
-                  artifact_id=artifact.id, job_id=job_id, task=task, quality_gate=quality_gate)
+                  artifact_id=artifact.id, job_id=job_id, task=task, quality_gate=quality_gate,
+                  engines=engines)
     session.add(artifact)
     session.flush()  # the artifact row must exist before the model's foreign key points at it
     session.add(model)

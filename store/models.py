@@ -137,6 +137,8 @@ class Model(Base):
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     task: Mapped[str | None] = mapped_column(String(32))  # summarization | translation
     quality_gate: Mapped[dict[str, Any] | None] = mapped_column()  # compression.gate.GateResult.to_dict
+    # report.json's `engines`: each serving engine's packing-time check against the reference path
+    engines: Mapped[dict[str, Any] | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

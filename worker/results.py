@@ -68,7 +68,7 @@ def store_result(session: Session, *, blobs: BlobStore, job_id: str, tenant_id: 
         catalog.create_model(session, model_id=model_id, tenant_id=tenant_id, name=name, source="compression",
                              architecture=summary.architecture, layers=summary.layers,
                              parameters=summary.parameters, blob=blob, job_id=job_id, task=task,
-                             quality_gate=gate, commit=False)
+                             quality_gate=gate, engines=report.get("engines"), commit=False)
         if not jobs.finish_job(session, job_id=job_id, worker_id=worker_id, status="succeeded",
                                result_model_id=model_id, quality_gate=gate, commit=False,
                                result=job_result(report) if "student_bytes" in report else None):

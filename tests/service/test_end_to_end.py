@@ -88,6 +88,17 @@ def test_result_downloads_with_its_checksum_and_loads(service: Service, finished
     assert output.shape[0] == 1
 
 
+def test_result_model_carries_its_packing_time_engine_check(service: Service,
+                                                            finished_job: dict[str, Any]) -> None:
+    model_id = finished_job["result_model"]
+    check = service.owner.get(f"/v1/models/{model_id}").json()["engines"]["ctranslate2"]
+    packed = service.owner.get(f"/v1/models/{model_id}/report").json()["engines"]["ctranslate2"]
+    assert check["available"] is True and check["metric"] == "rougeLsum"
+    given = {key: value for key, value in check.items() if value is not None}
+    assert given == {key: packed[key] for key in given}
+    assert check["within_budget"] == (check["metric_loss"] <= check["budget"])
+
+
 def test_result_model_summarizes_on_the_same_api(service: Service, finished_job: dict[str, Any]) -> None:
     response = service.owner.post(f"/v1/models/{finished_job['result_model']}/summarize",
                                   json={"inputs": ["a small tool to compress files", "a text editor"],
