@@ -44,6 +44,7 @@ from compression.recipe import EvaluationSpec, TeacherSpec
 from compression.teacher import load_teacher
 from compression.tokenizer import token_id
 from demo.cache import benchmark_teacher_dir
+from demo.snapshot import SNAPSHOT_ROOT, restore_snapshot, round_to_half, save_snapshot
 from demo.teacher import QUICK_SHAPE, TeacherShape, build_teacher, build_translation_teacher
 
 REPO = Path(__file__).resolve().parent.parent
@@ -284,7 +285,9 @@ def train_teacher(plan: Plan, out: Path, train: Path, validation: Path) -> Path:
     subset = write_subset(validation, out / "validation-subset.jsonl.gz", plan.eval_records)
     recipe = teacher_recipe(plan, start, train, subset)
     (out / "recipe.json").write_text(recipe.to_json(), encoding="utf-8")
-    return run_stage(recipe, out, "teacher", out / "curve.jsonl")
+    teacher = run_stage(recipe, out, "teacher", out / "curve.jsonl")
+    round_to_half(teacher)  # scored as the repository's float16 snapshot restores it (demo/snapshot.py)
+    return teacher
 
 
 def final_report(plan: Plan, out: Path, validation: Path, num_beams: int) -> dict[str, Any]:
@@ -380,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-beams", type=int, default=4, help="for the final full-split scores")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--report-only", action="store_true", help="score an already trained teacher")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train even where data/teachers/ holds this plan's trained teacher")
+    parser.add_argument("--save-snapshot", action="store_true",
+                        help="copy the finished, scored teacher into data/teachers/ (float16 weights)")
     parser.add_argument("--quick", action="store_true", help="a tiny model on the bundled sample")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -395,6 +402,15 @@ def main(argv: list[str] | None = None) -> int:
                     eval_every=args.eval_every, eval_records=args.eval_records, warmup=args.warmup,
                     denoise_steps=task.denoise_steps if args.denoise_steps is None else args.denoise_steps)
     out = args.out or default_out(plan)
+    snapshot = SNAPSHOT_ROOT / default_out(plan).name
+    if args.save_snapshot:
+        print(f"snapshot: {save_snapshot(out, snapshot)}", file=sys.stderr)
+        return 0
+    if not (args.quick or args.report_only or args.retrain) and restore_snapshot(snapshot, out, asdict(plan)):
+        print((out / "report.md").read_text(encoding="utf-8"))
+        print(f"teacher: {out / 'teacher'} (restored from {snapshot}; --retrain trains it again)",
+              file=sys.stderr)
+        return 0
     if not args.report_only:
         train_teacher(plan, out, train, validation)
     report = final_report(plan, out, validation, args.num_beams)

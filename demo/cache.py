@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from demo.snapshot import SNAPSHOT_ROOT, restore_snapshot
+
 CACHE_FORMAT = 1
 
 
@@ -31,9 +33,12 @@ def benchmark_teacher_dir(d_model: int = 256, data: str = "debian") -> Path:
     return cache_root() / "teachers" / f"{data}-d{d_model}"
 
 
-def built_benchmark_teacher(data: str = "debian") -> Path | None:
-    """The benchmark teacher's model directory, once its training has finished."""
-    built = benchmark_teacher_dir(data=data) / "teacher"
+def built_benchmark_teacher(data: str = "debian", snapshots: Path | None = None) -> Path | None:
+    """The benchmark teacher's model directory, once its training has finished, or restored from
+    the repository's snapshot of it (`snapshots`: data/teachers/) where one is carried."""
+    run_dir = benchmark_teacher_dir(data=data)
+    restore_snapshot((snapshots or SNAPSHOT_ROOT) / run_dir.name, run_dir)
+    built = run_dir / "teacher"
     return built if (built / "model.safetensors").is_file() else None
 
 

@@ -66,12 +66,13 @@ def test_the_benchmark_teacher_counts_once_its_training_has_finished(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    no_snapshots = tmp_path / "data" / "teachers"
     folder = benchmark_teacher_dir() / "teacher"
     (benchmark_teacher_dir() / "teacher.checkpoints").mkdir(parents=True)  # still training
-    assert built_benchmark_teacher() is None
+    assert built_benchmark_teacher(snapshots=no_snapshots) is None
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(b"")
-    assert built_benchmark_teacher() == folder
+    assert built_benchmark_teacher(snapshots=no_snapshots) == folder
 
 
 def test_table_shows_missing_values_as_dashes() -> None:
