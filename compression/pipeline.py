@@ -305,10 +305,20 @@ def _resume_metadata(checkpoint: Path) -> dict[str, Any]:
         raise UserInputError("resume_from", f"not a usable checkpoint: {exc}") from None
 
 
+def _what_decides(recipe: Recipe) -> dict[str, Any]:
+    """The recipe less what a resumed run may change: file locations and the training passes'
+    precision (how it computes, like the device: a run may resume on another machine)."""
+    fields = {k: v for k, v in recipe.to_dict().items() if k not in ("teacher", "dataset")}
+    for stage in ("training", "teacher_training"):
+        if isinstance(fields.get(stage), dict):
+            fields[stage] = {k: v for k, v in fields[stage].items() if k != "precision"}
+    return fields
+
+
 def _check_same_recipe(recipe: Recipe, saved: Recipe) -> None:
-    """A resumed run must be the same job; only file locations may have moved."""
-    ours, theirs = recipe.to_dict(), saved.to_dict()
-    changed = sorted(k for k in ours if k not in ("teacher", "dataset") and ours[k] != theirs[k])
+    """A resumed run must be the same job."""
+    ours, theirs = _what_decides(recipe), _what_decides(saved)
+    changed = sorted(k for k in ours if ours[k] != theirs.get(k))
     if changed:
         raise RecipeError("recipe", f"differs from the checkpoint's recipe in: {', '.join(changed)}")
 

@@ -11,7 +11,7 @@ import pytest
 import compression
 from compression.checkpoint import latest_checkpoint
 from compression.data import read_records
-from compression.errors import Cancelled, DatasetError
+from compression.errors import Cancelled, DatasetError, RecipeError
 from compression.evaluate import evaluate_model, generate
 from compression.pipeline import compress, finetune
 from compression.progress import ProgressEvent
@@ -111,6 +111,22 @@ def test_resumed_compress_finishes_the_interrupted_run(
         3,
         4,
     ]
+    assert result.report["training_steps"] == 4
+
+
+def test_a_run_resumes_in_another_precision_but_not_with_another_rate(
+    tiny_teacher_dir: Path, data_files: dict[str, str], tmp_path: Path
+) -> None:
+    recipe = _recipe(tiny_teacher_dir, data_files)
+    with pytest.raises(Cancelled):
+        compress(recipe, tmp_path / "out", device="cpu", progress=Events(stop_at_checkpoint=2))
+    checkpoint = latest_checkpoint(tmp_path / "out.checkpoints")
+    changed = recipe.to_dict()
+    changed["training"]["lr"] = recipe.training.lr * 2
+    with pytest.raises(RecipeError, match="differs from the checkpoint's recipe in: training"):
+        compress(Recipe.from_dict(changed), tmp_path / "out", device="cpu", resume_from=checkpoint)
+    changed["training"].update(lr=recipe.training.lr, precision="bf16")
+    result = compress(Recipe.from_dict(changed), tmp_path / "out", device="cpu", resume_from=checkpoint)
     assert result.report["training_steps"] == 4
 
 
