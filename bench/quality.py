@@ -138,6 +138,7 @@ class BenchSettings:
     eval_every: int | None = None  # validation during training (the learning curve); None: at the end
     selection_samples: int | None = None  # validation records scored during training
     warmup_ratio: float = 0.05
+    precision: str = "fp32"  # the students' training passes (training.precision)
     artifacts: Path | None = None  # where packed artifacts are kept (e.g. for bench/faithfulness.py)
 
 
@@ -168,7 +169,8 @@ def base_recipe(s: BenchSettings) -> dict[str, Any]:
         "training": {"max_steps": s.steps, "lr": s.lr, "batch_size": s.batch_size, "seed": s.seed,
                      "max_source_length": s.max_source_length, "max_target_length": s.max_target_length,
                      "warmup_ratio": s.warmup_ratio, "eval_every": s.eval_every or s.steps,
-                     "checkpoint_every": s.eval_every or s.steps, "log_every": 25},
+                     "checkpoint_every": s.eval_every or s.steps, "log_every": 25,
+                     "precision": s.precision},
         "evaluation": {"num_beams": s.num_beams, "max_length": s.eval_max_length, "batch_size": 50,
                        "selection_samples": s.selection_samples},
     }
@@ -496,6 +498,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-beams", type=int, default=2)
     p.add_argument("--seed", type=int, default=28, help="the first seed; `...@3` runs seed, seed+1, seed+2")
     p.add_argument("--warmup", type=float, default=0.05, help="warmup ratio of the student's schedule")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="the students' training passes; bf16: autocast (about half a step's CPU time "
+                        "on AVX512-BF16 hosts, docs/results/quality-v4 section 2)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="validate every N steps (the learning curve, in quality.json); default: at the end")
     p.add_argument("--selection-samples", type=int, default=None,
@@ -530,6 +535,7 @@ def main(argv: list[str] | None = None) -> None:
                       batch_size=args.batch_size, lr=args.lr, num_beams=args.num_beams,
                       eval_max_length=8 if args.quick else 32, seed=args.seed, eval_every=args.eval_every,
                       selection_samples=args.selection_samples, warmup_ratio=args.warmup,
+                      precision=args.precision,
                       artifacts=args.keep_artifacts)
     if args.train_teacher_steps and not (teacher_out / "config.json").exists():
         s.teacher = train_teacher(s, args.train_teacher_steps, args.quick, args.teacher, teacher_out)

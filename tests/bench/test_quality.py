@@ -46,7 +46,8 @@ def test_quick_bench_writes_markdown_json_and_plot(tmp_path: Path, tiny_teacher_
     out = tmp_path / "out"
     main(["--quick", "--teacher", str(tiny_teacher_6x6_dir), "--train", str(train),
           "--validation", str(validation), "--configs", "ptq:8-8-8:6-3 dq:2-2-8:3-1",
-          "--steps", "2", "--max-val", "4", "--out", str(out), "--keep-artifacts", str(tmp_path / "kept")])
+          "--steps", "2", "--max-val", "4", "--out", str(out), "--keep-artifacts", str(tmp_path / "kept"),
+          "--precision", "bf16"])
     report = json.loads((out / "quality.json").read_text())
     names = [row["name"] for row in report["rows"]]
     assert names == ["teacher:fp32", "ptq:8-8-8:6-3", "dq:2-2-8:3-1"]
@@ -54,6 +55,8 @@ def test_quick_bench_writes_markdown_json_and_plot(tmp_path: Path, tiny_teacher_
     assert report["rows"][2]["compression_ratio"] > report["rows"][1]["compression_ratio"] > 1.0
     assert "## Targets" in (out / "quality.md").read_text()
     assert (tmp_path / "kept" / "dq_2-2-8_3-1" / "model.safetensors").is_file()
+    manifest = json.loads((tmp_path / "kept" / "dq_2-2-8_3-1" / "quantization.json").read_text())
+    assert manifest["recipe"]["training"]["precision"] == "bf16"
     assert set(report["teacher_input_check"]) == {"matched_loss", "shuffled_loss", "gap"}
     assert (out / "quality.png").read_bytes()[:4] == b"\x89PNG"
 
