@@ -97,14 +97,21 @@ def test_compress_writes_the_artifact_and_load_reproduces_the_student(
     ]
 
 
+def _interrupted_at_step_2(recipe: Recipe, tmp_path: Path) -> Path:
+    """Run `recipe` into tmp_path/out, cancelled at its step-2 checkpoint; that checkpoint."""
+    with pytest.raises(Cancelled):
+        compress(recipe, tmp_path / "out", device="cpu", progress=Events(stop_at_checkpoint=2))
+    checkpoint = latest_checkpoint(tmp_path / "out.checkpoints")
+    assert checkpoint is not None
+    return checkpoint
+
+
 def test_resumed_compress_finishes_the_interrupted_run(
     tiny_teacher_dir: Path, data_files: dict[str, str], tmp_path: Path
 ) -> None:
     recipe = _recipe(tiny_teacher_dir, data_files)
-    with pytest.raises(Cancelled):
-        compress(recipe, tmp_path / "out", device="cpu", progress=Events(stop_at_checkpoint=2))
-    checkpoint = latest_checkpoint(tmp_path / "out.checkpoints")
-    assert checkpoint is not None and checkpoint.name == "distilling-step-000002"
+    checkpoint = _interrupted_at_step_2(recipe, tmp_path)
+    assert checkpoint.name == "distilling-step-000002"
     events = Events()
     result = compress(recipe, tmp_path / "out", device="cpu", resume_from=checkpoint, progress=events)
     assert sorted({e.step for e in events.events if e.stage == "distilling" and e.kind == "metrics"}) == [
@@ -118,9 +125,7 @@ def test_a_run_resumes_in_another_precision_but_not_with_another_rate(
     tiny_teacher_dir: Path, data_files: dict[str, str], tmp_path: Path
 ) -> None:
     recipe = _recipe(tiny_teacher_dir, data_files)
-    with pytest.raises(Cancelled):
-        compress(recipe, tmp_path / "out", device="cpu", progress=Events(stop_at_checkpoint=2))
-    checkpoint = latest_checkpoint(tmp_path / "out.checkpoints")
+    checkpoint = _interrupted_at_step_2(recipe, tmp_path)
     changed = recipe.to_dict()
     changed["training"]["lr"] = recipe.training.lr * 2
     with pytest.raises(RecipeError, match="differs from the checkpoint's recipe in: training"):

@@ -8,7 +8,10 @@ R=docs/results/quality-v4
 
 # 1. The teacher (about 6 CPU hours; resumable): BART 6-6 d256 on the full train split, after
 #    1,000 steps of denoising the documents (lr 3e-4, 15% warmup: the defaults since 2026-12-07).
-OMP_NUM_THREADS=2 python -m bench.teacher --threads 2 > "$T.log" 2>&1
+#    data/teachers/debian-d256 carries the trained one (section 1e): this restores it in seconds;
+#    add --retrain to train it again (section 1e's run: bf16 from denoising step 750, fp32 before).
+OMP_NUM_THREADS=2 python -m bench.teacher --threads 2 --precision bf16 > "$T.log" 2>&1
+python -m bench.teacher --save-snapshot   # after a --retrain: data/teachers/debian-d256 (float16)
 python -m bench.encoder_spread "$T" --json $R/teacher-spread.json
 
 # 1b. The probes of section 1 (500-1,000 steps each; stopped by hand once they had told apart).
