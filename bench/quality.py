@@ -193,15 +193,23 @@ def run_name(config: Config, seed: int, s: BenchSettings) -> str:
 
 
 class CurveRecorder:
-    """Validation scores by step, from the training's progress events."""
+    """Validation scores by step, from the training's progress events; prints the stages, each
+    evaluation and every `print_every` steps' elapsed time, so a long row's pace is in its log."""
 
-    def __init__(self) -> None:
+    def __init__(self, print_every: int = 100) -> None:
         self.curve: list[dict[str, float]] = []
+        self.print_every = print_every
+        self.start = time.perf_counter()
 
     def __call__(self, event: ProgressEvent) -> bool:
         scores = {k.removeprefix("eval/"): v for k, v in event.metrics.items() if k.startswith("eval/")}
         if scores:
             self.curve.append({"step": event.step, **scores})
+        if scores or event.kind == "stage" or (event.metrics and event.step % self.print_every == 0):
+            elapsed = time.perf_counter() - self.start
+            shown = " ".join(f"{k} {v:.4g}" for k, v in event.metrics.items())
+            print(f"    {elapsed:7.0f} s  [{event.stage}] step {event.step}/{event.total_steps} {shown}",
+                  flush=True)
         return False
 
 

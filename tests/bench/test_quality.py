@@ -9,8 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from bench.quality import Config, RowResult, main, means, pareto_front, target_checks, teacher_check_lines
+from bench.quality import (
+    Config,
+    CurveRecorder,
+    RowResult,
+    main,
+    means,
+    pareto_front,
+    target_checks,
+    teacher_check_lines,
+)
 from compression.evaluate import InputDependence
+from compression.progress import ProgressEvent
 from tests.tiny import write_jsonl
 
 
@@ -95,3 +105,16 @@ def test_dq_beats_a_rival_only_by_more_than_the_seed_spread() -> None:
     far = replace(close, metrics={"rougeLsum": 19.0})
     assert any("does not beat qat_only" in line for line in target_checks(teacher, [dq, close]))
     assert any("beats all" in line for line in target_checks(teacher, [dq, far]))
+
+
+def test_a_rows_curve_keeps_its_evaluations_and_its_log_shows_the_pace(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    recorder = CurveRecorder(print_every=100)
+    for step in (25, 50, 75, 100):
+        recorder(ProgressEvent("metrics", "distilling", step, 200, {"loss/total": 1.5}))
+    recorder(ProgressEvent("metrics", "distilling", 100, 200, {"eval/rougeLsum": 21.0}))
+    assert recorder.curve == [{"step": 100, "rougeLsum": 21.0}]
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert "step 100/200" in lines[0] and "loss/total" in lines[0] and "eval/rougeLsum" in lines[1]
