@@ -74,6 +74,8 @@ def train(
     else:
         set_seed(spec.seed)
 
+    window: dict[str, float] = {}  # loss sums since the last log step
+    window_steps = 0
     while state.step < total_steps and not _patience_spent(state, spec):
         epoch = loader.position.epoch
         losses: dict[str, float] = {}
@@ -93,10 +95,17 @@ def train(
         state.step += 1
         epoch_done = loader.position.epoch > epoch
 
-        # Every step reports (progress bars, cancellation); loss components only at log steps.
-        logged = state.step % spec.log_every == 0 or state.step in (1, total_steps)
-        metrics = {f"loss/{k}": v for k, v in losses.items()} | {"lr": float(scheduler.get_last_lr()[0])}
-        _report(progress, ProgressEvent("metrics", stage, state.step, total_steps, metrics if logged else {}))
+        # Every step reports (progress bars, cancellation); loss components only at log steps, as
+        # means over the steps since the previous log: one batch's loss is too noisy to read a trend.
+        window_steps += 1
+        for name, value in losses.items():
+            window[name] = window.get(name, 0.0) + value
+        metrics: dict[str, float] = {}
+        if state.step % spec.log_every == 0 or state.step in (1, total_steps):
+            metrics = {f"loss/{k}": v / window_steps for k, v in window.items()}
+            metrics["lr"] = float(scheduler.get_last_lr()[0])
+            window, window_steps = {}, 0
+        _report(progress, ProgressEvent("metrics", stage, state.step, total_steps, metrics))
 
         if validation is not None and _due(state.step, spec.eval_every, epoch_done, total_steps):
             scores = validation.run(model)

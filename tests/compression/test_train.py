@@ -179,6 +179,24 @@ def test_task_loss_falls_on_real_data(
     assert sum(losses[-5:]) / 5 < 0.85 * sum(losses[:5]) / 5
 
 
+def test_a_logged_loss_is_the_mean_over_the_steps_since_the_previous_log(
+    tiny_teacher_dir: Path, sample_records: list[dict[str, str]], tokenizer: PreTrainedTokenizerBase
+) -> None:
+    logged: dict[int, dict[int, float]] = {}
+    for log_every in (1, 5):
+        model = AutoModelForSeq2SeqLM.from_pretrained(str(tiny_teacher_dir))
+        recorder = Recorder()
+        spec = TrainingSpec(max_steps=10, lr=1e-3, batch_size=4, log_every=log_every, seed=5)
+        train(model, _loader(sample_records, tokenizer, 40, 4), spec, stage="finetuning_teacher",
+              device=CPU, progress=recorder)
+        logged[log_every] = recorder.losses
+    every_step = logged[1]
+    assert sorted(logged[5]) == [1, 5, 10]
+    assert logged[5][1] == pytest.approx(every_step[1])
+    assert logged[5][5] == pytest.approx(sum(every_step[s] for s in range(2, 6)) / 4)
+    assert logged[5][10] == pytest.approx(sum(every_step[s] for s in range(6, 11)) / 5)
+
+
 def test_schedule_warms_up_then_decays_to_zero() -> None:
     model = torch.nn.Linear(2, 2)
     spec = TrainingSpec(lr=1.0, warmup_ratio=0.2)
