@@ -283,7 +283,8 @@ def train_teacher(s: BenchSettings, steps: int, quick: bool, init: Path | None, 
                              "warmup_ratio": 0.03, "weight_decay": 0.01,
                              "max_source_length": s.max_source_length,
                              "max_target_length": s.max_target_length, "eval_every": max(1, steps // 3),
-                             "checkpoint_every": max(1, steps // 3), "log_every": 50},
+                             "checkpoint_every": max(1, steps // 3), "log_every": 50,
+                             "precision": s.precision},
     }))
     result = finetune(recipe, out, device="cpu", progress=_print_progress)
     print(f"teacher trained {steps} steps: {result.best_metrics}", flush=True)
@@ -507,8 +508,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=28, help="the first seed; `...@3` runs seed, seed+1, seed+2")
     p.add_argument("--warmup", type=float, default=0.05, help="warmup ratio of the student's schedule")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="the students' training passes; bf16: autocast (about half a step's CPU time "
-                        "on AVX512-BF16 hosts, docs/results/quality-v4 section 2)")
+                   help="the training passes (students, and a teacher trained by --train-teacher-steps); "
+                        "bf16: autocast (about half a step's CPU time on AVX512-BF16 hosts, "
+                        "docs/results/quality-v4 section 2)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="validate every N steps (the learning curve, in quality.json); default: at the end")
     p.add_argument("--selection-samples", type=int, default=None,
