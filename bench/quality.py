@@ -208,8 +208,8 @@ class CurveRecorder:
         if scores or event.kind == "stage" or (event.metrics and event.step % self.print_every == 0):
             elapsed = time.perf_counter() - self.start
             shown = " ".join(f"{k} {v:.4g}" for k, v in event.metrics.items())
-            print(f"    {elapsed:7.0f} s  [{event.stage}] step {event.step}/{event.total_steps} {shown}",
-                  flush=True)
+            print(f"    {elapsed:7.0f} s  [{event.stage}] step {event.step}/{event.total_steps} "
+                  f"{event.message}{shown}", flush=True)
         return False
 
 
@@ -286,7 +286,7 @@ def train_teacher(s: BenchSettings, steps: int, quick: bool, init: Path | None, 
                              "checkpoint_every": max(1, steps // 3), "log_every": 50,
                              "precision": s.precision},
     }))
-    result = finetune(recipe, out, device="cpu", progress=_print_progress)
+    result = finetune(recipe, out, device="cpu", progress=CurveRecorder())
     print(f"teacher trained {steps} steps: {result.best_metrics}", flush=True)
     return out
 
@@ -300,12 +300,6 @@ def run_sweep(configs: list[Config], s: BenchSettings, args: argparse.Namespace)
         sweep, rows = run_as_sweep(client, configs, s, base_recipe(s), args.gate_max_drop, args.max_parallel)
     (s.out / "sweep.json").write_text(json.dumps(sweep.model_dump(mode="json"), indent=2) + "\n")
     return [RowResult(**row) for row in rows]
-
-
-def _print_progress(event: ProgressEvent) -> None:
-    if event.kind == "stage" or any(k.startswith("eval/") for k in event.metrics):
-        print(f"  [{event.stage}] step {event.step}/{event.total_steps} {event.message} {event.metrics}",
-              flush=True)
 
 
 def config_name(row: RowResult) -> str:
