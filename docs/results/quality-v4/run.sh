@@ -19,14 +19,30 @@ python -m bench.encoder_spread "$T" --json $R/teacher-spread.json
 P=${XDG_CACHE_HOME:-$HOME/.cache}/dqbart/teachers
 OMP_NUM_THREADS=1 python -m bench.teacher --lr 3e-4 --warmup 0.15 --denoise-steps 0 --out $P/probe-warmup
 
+# 1c. A second learning-rate cycle on the kept teacher (section 1f): 1,500 task steps, lr 5e-4, 3% warmup,
+#     seed 28, bf16; the ptq row only to score the continued teacher on the full split (beam 4).
+OMP_NUM_THREADS=1 python -m bench.quality --teacher "$T/teacher" --train-teacher-steps 1500 \
+  --teacher-out "$T-more1500" --train $D/train.jsonl.gz --validation $D/validation.jsonl.gz \
+  --max-val 1029 --selection-samples 300 --num-beams 4 --threads 1 --precision bf16 \
+  --out $R/teacher-more --configs "ptq:8-8-8:6-3" > "$T-more1500.log" 2>&1
+
+# 1d. Round it to float16, score it on the full split against lead-1, and save it as
+#     data/teachers/debian-d256-c2 (26 MB). Without --build: restore it into the cache (seconds).
+python -m bench.teacher_second_cycle --build "$T-more1500.log"   # step 1c's output, redirected there
+python -m bench.teacher_second_cycle
+
 # 2. The student loop's costs.
 OMP_NUM_THREADS=1 python -m bench.train_step --loop --threads 1 --repeats 3
 
 # 3. Learning curves at 2-2-8 6-3 (eval every 500 steps on 300 records; final scores on the split).
 ARGS="--teacher $T/teacher --train $D/train.jsonl.gz --validation $D/validation.jsonl.gz \
   --max-val 1029 --selection-samples 300 --num-beams 4 --threads 1"
-OMP_NUM_THREADS=1 python -m bench.quality $ARGS --steps 4000 --eval-every 500 --out $R/curves \
-  --configs "dq:2-2-8:6-3 qat_only:2-2-8:6-3"
+#    Section 2b ran the two rows side by side, one process each (2026-12-07, session 10):
+for C in dq qat_only; do
+  OMP_NUM_THREADS=1 python -m bench.quality $ARGS --steps 2000 --eval-every 500 --precision bf16 \
+    --out $R/curves-$C --configs "$C:2-2-8:6-3" &
+done
+wait
 
 # 4. The levers at a short budget.
 OMP_NUM_THREADS=1 python -m bench.quality $ARGS --steps 1000 --out $R/ablation --configs \
