@@ -207,9 +207,9 @@ class CurveRecorder:
             self.curve.append({"step": event.step, **scores})
         if scores or event.kind == "stage" or (event.metrics and event.step % self.print_every == 0):
             elapsed = time.perf_counter() - self.start
-            shown = " ".join(f"{k} {v:.4g}" for k, v in event.metrics.items())
-            print(f"    {elapsed:7.0f} s  [{event.stage}] step {event.step}/{event.total_steps} "
-                  f"{event.message}{shown}", flush=True)
+            shown = " ".join([event.message, *(f"{k} {v:.4g}" for k, v in event.metrics.items())])
+            print(f"    {elapsed:7.0f} s  [{event.stage}] step {event.step}/{event.total_steps} {shown}",
+                  flush=True)
         return False
 
 

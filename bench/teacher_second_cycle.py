@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from bench.teacher import Plan, default_out, final_report, report_lines
+from bench.teacher import SUMMARIZATION, Plan, default_out, final_report, report_lines
 from demo.snapshot import SNAPSHOT_ROOT, restore_snapshot, round_to_half, save_snapshot
 from demo.teacher import TeacherShape
 
@@ -56,7 +56,7 @@ def build(log: Path) -> None:
     round_to_half(out / "teacher")  # scored as the float16 snapshot restores it
     with (out / "curve.jsonl").open("w", encoding="utf-8") as f:
         f.writelines(json.dumps(row) + "\n" for row in curve_from_log(log))
-    report = final_report(plan, out, Path("../shared/data/debian-desc/validation.jsonl.gz"), 4)
+    report = final_report(plan, out, SUMMARIZATION.validation, 4)
     report["plan"] = asdict(plan) | {"second_cycle": SECOND_CYCLE}
     (out / "plan.json").write_text(json.dumps(report["plan"], indent=2) + "\n", encoding="utf-8")
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
