@@ -44,6 +44,14 @@ for C in dq qat_only; do
 done
 wait
 
+# 3b. dq against qat_only on the second-cycle teacher (section 2c), 1,000 steps, side by side.
+T2=$(python -m bench.teacher_second_cycle)
+for C in dq qat_only; do
+  OMP_NUM_THREADS=1 python -m bench.quality $ARGS --teacher "$T2" --steps 1000 --eval-every 250 \
+    --precision bf16 --out $R/c2-short-$C --configs "$C:2-2-8:6-3" &
+done
+wait
+
 # 4. The levers at a short budget.
 OMP_NUM_THREADS=1 python -m bench.quality $ARGS --steps 1000 --out $R/ablation --configs \
   "qat_only:2-2-8:6-3 dq:2-2-8:6-3 dq:2-2-8:6-3:kl dq:2-2-8:6-3:kl_t2 dq:2-2-8:6-3:norm \
