@@ -9,6 +9,7 @@ One command, resumable: a stopped run continues from its newest checkpoint when 
 with the same arguments. Everything lives in --out (default: the user cache, outside git):
 
     init/                the untrained model with its tokenizer (trained on the train split)
+    cycle1/              with --cycles 2: the first cycle's whole run folder (restored or trained)
     recipe.json          the `method: finetune` recipe it trains with
     teacher.checkpoints/ resumable checkpoints
     curve.jsonl          one line per evaluation: step, validation loss, ROUGE, input gap
@@ -16,6 +17,7 @@ with the same arguments. Everything lives in --out (default: the user cache, out
     report.json, report.md  the final scores, the lead-1 row and the learning curve
 
     python -m bench.teacher                      # the default teacher, in ~/.cache/dqbart/teachers/
+    python -m bench.teacher --cycles 2           # that teacher after a second learning-rate cycle
     python -m bench.teacher --quick --out /tmp/t # a tiny smoke run on the bundled sample
     python -m bench.teacher --task translation   # en->de, in ~/.cache/dqbart/teachers/en-de-d256/
 """
@@ -109,6 +111,24 @@ TASKS = {task.name: task for task in (SUMMARIZATION, TRANSLATION)}
 
 
 @dataclass(frozen=True)
+class Cycle:
+    """A further learning-rate cycle on the trained teacher: fixed task steps with a fresh warmup
+    and decay, the best subset evaluation kept. The first cycle's curve had flattened only because
+    its rate had decayed to 0; a second one gained 2.3 R-Lsum (quality-v4 section 1f)."""
+
+    steps: int
+    lr: float
+    warmup: float
+    seed: int
+    eval_every: int
+    eval_beams: int
+
+
+# Section 1f's cycle (run then as docs/results/quality-v4/run.sh step 1c): data/teachers/debian-d256-c2.
+SECOND_CYCLE = Cycle(steps=1500, lr=5e-4, warmup=0.03, seed=28, eval_every=500, eval_beams=4)
+
+
+@dataclass(frozen=True)
 class Plan:
     """What decides the teacher; a run resumes only with the same plan (the recipe checks it)."""
 
@@ -127,10 +147,17 @@ class Plan:
     # the decoder read the encoder from the start; without it a from-scratch encoder can collapse
     # while the decoder learns the targets' language alone (quality-v4 section 1).
     denoise_steps: int = 0
+    cycles: tuple[Cycle, ...] = ()  # learning-rate cycles after the first one
+
+    def to_dict(self) -> dict[str, Any]:
+        """As plan.json holds it (tuples as lists), for comparing with a stored plan."""
+        loaded: dict[str, Any] = json.loads(json.dumps(asdict(self)))
+        return loaded
 
 
 def default_out(plan: Plan) -> Path:
-    return benchmark_teacher_dir(plan.shape.d_model, TASKS[plan.task].data)
+    first = benchmark_teacher_dir(plan.shape.d_model, TASKS[plan.task].data)
+    return first.with_name(f"{first.name}-c{len(plan.cycles) + 1}") if plan.cycles else first
 
 
 def signatures(task: Task, predictions: list[str], references: list[str]) -> dict[str, str]:
@@ -182,17 +209,25 @@ def write_denoising(source: Path, dest: Path, seed: int, count: int | None = Non
     return dest
 
 
-def teacher_recipe(plan: Plan, teacher: Path, train: Path, subset: Path, *,
-                   denoising: bool = False, precision: str = "fp32") -> Recipe:
+def teacher_recipe(plan: Plan, teacher: Path, train: Path, subset: Path, *, denoising: bool = False,
+                   cycle: Cycle | None = None, precision: str = "fp32") -> Recipe:
     """The task's training recipe; with `denoising`, the denoising stage's (fixed steps, the
-    records' source and target fields). `precision` is how it computes, not part of the plan: a
-    run may resume in another (bf16 autocast halves a step on some CPUs, not on others)."""
+    records' source and target fields); with `cycle`, that further cycle's. `precision` is how it
+    computes, not part of the plan: a run may resume in another (bf16 autocast halves a step on
+    some CPUs, not on others)."""
     task = TASKS[plan.task]
     (source_field, target_field), (source_length, target_length) = task.fields, task.max_lengths
     if denoising:
         source_field, target_field = "source", "target"
     languages = dict(zip(("src_lang", "tgt_lang"), task.languages, strict=True)) if task.languages else {}
-    stage = {"max_steps": plan.denoise_steps, "patience": None} if denoising else {"patience": plan.patience}
+    stage: dict[str, Any] = {"patience": plan.patience}
+    beams = 2
+    if denoising:
+        stage = {"max_steps": plan.denoise_steps, "patience": None}
+    elif cycle is not None:
+        stage = {"max_steps": cycle.steps, "patience": None, "lr": cycle.lr, "warmup_ratio": cycle.warmup,
+                 "seed": cycle.seed, "eval_every": cycle.eval_every, "checkpoint_every": cycle.eval_every}
+        beams = cycle.eval_beams
     return Recipe.from_dict({
         "task": task.name,
         **languages,
@@ -206,7 +241,7 @@ def teacher_recipe(plan: Plan, teacher: Path, train: Path, subset: Path, *,
             "seed": plan.seed, "eval_every": plan.eval_every, "checkpoint_every": plan.eval_every,
             "log_every": 50, "precision": precision, **stage,
         },
-        "evaluation": {"num_beams": 2, "max_length": target_length, "batch_size": 50},
+        "evaluation": {"num_beams": beams, "max_length": target_length, "batch_size": 50},
     })
 
 
@@ -241,7 +276,7 @@ def read_curve(path: Path) -> list[dict[str, float]]:
 
 def check_same_plan(plan: Plan, path: Path) -> None:
     """A folder holds one plan's teacher: resuming it with another plan would mix two runs."""
-    wanted = asdict(plan)
+    wanted = plan.to_dict()
     if not path.is_file():
         path.write_text(json.dumps(wanted, indent=2) + "\n", encoding="utf-8")
         return
@@ -275,20 +310,50 @@ def denoise(plan: Plan, out: Path, train: Path, validation: Path, precision: str
 
 
 def train_teacher(plan: Plan, out: Path, train: Path, validation: Path, precision: str = "fp32") -> Path:
-    """Build (once), denoise (when planned) and train (resuming) the teacher; returns its HF directory."""
+    """Build (once), denoise (when planned) and train (resuming) the teacher, then its further
+    cycles; returns its HF directory."""
     if plan.denoise_steps and plan.task != "summarization":
         raise SystemExit("--denoise-steps is for the summarization teacher (BART's documents)")
     out.mkdir(parents=True, exist_ok=True)
     check_same_plan(plan, out / "plan.json")
-    if not (out / "init" / "model.safetensors").is_file():
-        TASKS[plan.task].build(out / "init", plan.shape, plan.seed, train_file=train)
-    start = denoise(plan, out, train, validation, precision) if plan.denoise_steps else out / "init"
     subset = write_subset(validation, out / "validation-subset.jsonl.gz", plan.eval_records)
-    recipe = teacher_recipe(plan, start, train, subset, precision=precision)
-    (out / "recipe.json").write_text(recipe.to_json(), encoding="utf-8")
-    teacher = run_stage(recipe, out, "teacher", out / "curve.jsonl")
+    if plan.cycles:
+        start = first_cycle(plan, out / "cycle1", train, validation, precision)
+        teacher = train_cycles(plan, out, start, train, subset, precision)
+    else:
+        if not (out / "init" / "model.safetensors").is_file():
+            TASKS[plan.task].build(out / "init", plan.shape, plan.seed, train_file=train)
+        start = denoise(plan, out, train, validation, precision) if plan.denoise_steps else out / "init"
+        recipe = teacher_recipe(plan, start, train, subset, precision=precision)
+        (out / "recipe.json").write_text(recipe.to_json(), encoding="utf-8")
+        teacher = run_stage(recipe, out, "teacher", out / "curve.jsonl")
     round_to_half(teacher)  # scored as the repository's float16 snapshot restores it (demo/snapshot.py)
     return teacher
+
+
+def first_cycle(plan: Plan, folder: Path, train: Path, validation: Path, precision: str) -> Path:
+    """The first cycle's finished teacher in `folder`: kept, restored from the repository's
+    snapshot (also under --retrain, which retrains the cycles asked for), or trained."""
+    first = replace(plan, cycles=())
+    snapshot = SNAPSHOT_ROOT / default_out(first).name
+    done = (folder / "teacher" / "report.json").is_file()
+    if not done and not restore_snapshot(snapshot, folder, first.to_dict()):
+        train_teacher(first, folder, train, validation, precision)
+    return folder / "teacher"
+
+
+def train_cycles(plan: Plan, out: Path, start: Path, train: Path, subset: Path, precision: str) -> Path:
+    """Each further cycle from the one before; the last one trains into out/teacher (curve.jsonl)."""
+    for number, cycle in enumerate(plan.cycles, start=2):
+        last = number == len(plan.cycles) + 1
+        name, curve = ("teacher", "curve.jsonl") if last else (f"cycle{number}", f"cycle{number}-curve.jsonl")
+        if (out / name / "report.json").is_file() and not last:
+            start = out / name
+            continue
+        recipe = teacher_recipe(plan, start, train, subset, cycle=cycle, precision=precision)
+        (out / f"{name}-recipe.json").write_text(recipe.to_json(), encoding="utf-8")
+        start = run_stage(recipe, out, name, out / curve)
+    return start
 
 
 def final_report(plan: Plan, out: Path, validation: Path, num_beams: int) -> dict[str, Any]:
@@ -353,7 +418,10 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     ]
     for name in ("teacher", baseline, f"margin_over_{baseline}"):
         lines.append(f"| {name} | " + " | ".join(f"{report[name][k]:.2f}" for k in metrics) + " |")
-    lines += ["", f"Learning curve (the first {plan['eval_records']} validation records, beam 2):", "",
+    beams = plan["cycles"][-1]["eval_beams"] if plan.get("cycles") else 2
+    cycle = f", cycle {len(plan['cycles']) + 1}'s steps" if plan.get("cycles") else ""
+    subset = f"the first {plan['eval_records']} validation records, beam {beams}{cycle}"
+    lines += ["", f"Learning curve ({subset}):", "",
               f"| step | val loss | shuffled loss | gap (nats) | {titles} |",
               "|---|---|---" + rule]
     for row in report["curve"]:
@@ -391,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="train even where data/teachers/ holds this plan's trained teacher")
     parser.add_argument("--save-snapshot", action="store_true",
                         help="copy the finished, scored teacher into data/teachers/ (float16 weights)")
+    parser.add_argument("--cycles", type=int, choices=(1, 2), default=1,
+                        help="2: a second learning-rate cycle (SECOND_CYCLE) from the first one's teacher")
     parser.add_argument("--quick", action="store_true", help="a tiny model on the bundled sample")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -405,12 +475,14 @@ def main(argv: list[str] | None = None) -> int:
         plan = Plan(shape, task.name, epochs=args.epochs or task.epochs, lr=args.lr,
                     eval_every=args.eval_every, eval_records=args.eval_records, warmup=args.warmup,
                     denoise_steps=task.denoise_steps if args.denoise_steps is None else args.denoise_steps)
+    plan = replace(plan, cycles=(SECOND_CYCLE,) * (args.cycles - 1))
     out = args.out or default_out(plan)
     snapshot = SNAPSHOT_ROOT / default_out(plan).name
     if args.save_snapshot:
         print(f"snapshot: {save_snapshot(out, snapshot)}", file=sys.stderr)
         return 0
-    if not (args.quick or args.report_only or args.retrain) and restore_snapshot(snapshot, out, asdict(plan)):
+    restorable = not (args.quick or args.report_only or args.retrain)
+    if restorable and restore_snapshot(snapshot, out, plan.to_dict()):
         print((out / "report.md").read_text(encoding="utf-8"))
         print(f"teacher: {out / 'teacher'} (restored from {snapshot}; --retrain trains it again)",
               file=sys.stderr)

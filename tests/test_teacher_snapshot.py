@@ -95,3 +95,14 @@ def test_the_teacher_command_restores_its_plans_snapshot_instead_of_training(
     assert bench_teacher.main(["--out", str(tmp_path / "cache")]) == 0
     assert "| teacher | 30.00 |" in capsys.readouterr().out
     assert (tmp_path / "cache" / "teacher" / WEIGHTS).is_file()
+
+
+def test_the_carried_snapshots_match_the_teacher_commands_plans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(bench_teacher, "train_teacher", None)  # restoring must neither train nor score
+    monkeypatch.setattr(bench_teacher, "final_report", None)
+    for cycles, name in ((1, "debian-d256"), (2, "debian-d256-c2")):
+        assert bench_teacher.main(["--cycles", str(cycles)]) == 0
+        assert (tmp_path / "cache" / "dqbart" / "teachers" / name / "teacher" / WEIGHTS).is_file()

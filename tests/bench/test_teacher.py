@@ -10,8 +10,10 @@ import pytest
 
 from bench.teacher import (
     TRANSLATION,
+    Cycle,
     Plan,
     check_same_plan,
+    default_out,
     final_report,
     lead_1,
     mask_spans,
@@ -19,7 +21,7 @@ from bench.teacher import (
     train_teacher,
 )
 from compression.data import read_records
-from demo.teacher import QUICK_SHAPE
+from demo.teacher import QUICK_SHAPE, TeacherShape
 from tests.tiny import write_jsonl
 
 
@@ -113,3 +115,29 @@ def test_denoising_is_refused_for_the_translation_teacher(tmp_path: Path) -> Non
     plan = Plan(QUICK_SHAPE, "translation", epochs=1, denoise_steps=2)
     with pytest.raises(SystemExit, match="denoise"):
         train_teacher(plan, tmp_path / "t", tmp_path / "train.jsonl", tmp_path / "validation.jsonl")
+
+
+@pytest.mark.slow
+def test_a_second_cycle_trains_its_steps_from_the_first_cycles_teacher(
+    tmp_path: Path, sample_records: list[dict[str, str]]
+) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", sample_records[:32])
+    validation = write_jsonl(tmp_path / "validation.jsonl", sample_records[32:40])
+    cycle = Cycle(steps=3, lr=1e-3, warmup=0.0, seed=1, eval_every=3, eval_beams=1)
+    plan = Plan(QUICK_SHAPE, epochs=1, batch_size=8, eval_every=2, patience=10, eval_records=4,
+                cycles=(cycle,))
+    out = tmp_path / "teacher"
+    teacher = train_teacher(plan, out, train, validation)
+    recipe = json.loads((out / "teacher-recipe.json").read_text())
+    assert recipe["teacher"]["path"] == str(out / "cycle1" / "teacher")
+    assert recipe["teacher_training"]["max_steps"] == 3 and recipe["teacher_training"]["lr"] == 1e-3
+    assert json.loads((teacher / "report.json").read_text())["training_steps"] == 3
+    assert [row["step"] for row in read_curve(out / "curve.jsonl")] == [3]
+    assert [row["step"] for row in read_curve(out / "cycle1" / "curve.jsonl")] == [2, 4]
+
+
+def test_a_teacher_with_a_second_cycle_has_a_folder_of_its_own() -> None:
+    cycle = Cycle(steps=1500, lr=5e-4, warmup=0.03, seed=28, eval_every=500, eval_beams=4)
+    shape = TeacherShape(d_model=256, ffn_dim=1024, heads=4)
+    assert default_out(Plan(shape)).name == "debian-d256"
+    assert default_out(Plan(shape, cycles=(cycle,))).name == "debian-d256-c2"

@@ -26,10 +26,13 @@ OMP_NUM_THREADS=1 python -m bench.quality --teacher "$T/teacher" --train-teacher
   --max-val 1029 --selection-samples 300 --num-beams 4 --threads 1 --precision bf16 \
   --out $R/teacher-more --configs "ptq:8-8-8:6-3" > "$T-more1500.log" 2>&1
 
-# 1d. Round it to float16, score it on the full split against lead-1, and save it as
-#     data/teachers/debian-d256-c2 (26 MB). Without --build: restore it into the cache (seconds).
-python -m bench.teacher_second_cycle --build "$T-more1500.log"   # step 1c's output, redirected there
-python -m bench.teacher_second_cycle
+# 1d. Rounded to float16, scored on the full split against lead-1 and saved as
+#     data/teachers/debian-d256-c2 (26 MB) by bench/teacher_second_cycle.py (session 10; removed
+#     since). The second cycle is now a bench.teacher stage: the first command restores the carried
+#     teacher (seconds), the second runs steps 1c and 1d again in one (about 30 min + scoring).
+python -m bench.teacher --cycles 2
+#   OMP_NUM_THREADS=1 python -m bench.teacher --cycles 2 --retrain --precision bf16 && \
+#   python -m bench.teacher --cycles 2 --save-snapshot
 
 # 2. The student loop's costs.
 OMP_NUM_THREADS=1 python -m bench.train_step --loop --threads 1 --repeats 3
@@ -45,7 +48,8 @@ done
 wait
 
 # 3b. dq against qat_only on the second-cycle teacher (section 2c), 1,000 steps, side by side.
-T2=$(python -m bench.teacher_second_cycle)
+python -m bench.teacher --cycles 2 > /dev/null
+T2=${XDG_CACHE_HOME:-$HOME/.cache}/dqbart/teachers/debian-d256-c2/teacher
 for C in dq qat_only; do
   OMP_NUM_THREADS=1 python -m bench.quality $ARGS --teacher "$T2" --steps 1000 --eval-every 250 \
     --precision bf16 --out $R/c2-short-$C --configs "$C:2-2-8:6-3" &
