@@ -25,6 +25,12 @@ from demo.teacher import QUICK_SHAPE, TeacherShape
 from tests.tiny import write_jsonl
 
 
+def tiny_splits(folder: Path, records: list[dict[str, str]]) -> tuple[Path, Path]:
+    """32 train and 8 validation records of the bundled sample, as JSONL files."""
+    train = write_jsonl(folder / "train.jsonl", records[:32])
+    return train, write_jsonl(folder / "validation.jsonl", records[32:40])
+
+
 def test_lead_1_is_the_first_sentence_of_the_first_line() -> None:
     assert lead_1("A tool. It does v1.2 things.\n\nMore.") == "A tool."
     assert lead_1("Version 1.2 of a tool\nsecond line. Yes.") == "Version 1.2 of a tool"
@@ -41,8 +47,7 @@ def test_curve_keeps_the_last_evaluation_of_a_step(tmp_path: Path) -> None:
 def test_teacher_run_resumes_and_reports_the_curve_and_lead_1(
     tmp_path: Path, sample_records: list[dict[str, str]], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    train = write_jsonl(tmp_path / "train.jsonl", sample_records[:32])
-    validation = write_jsonl(tmp_path / "validation.jsonl", sample_records[32:40])
+    train, validation = tiny_splits(tmp_path, sample_records)
     plan = Plan(QUICK_SHAPE, epochs=1, batch_size=8, eval_every=2, patience=10, eval_records=4)
     out = tmp_path / "teacher"
     train_teacher(plan, out, train, validation)
@@ -98,8 +103,7 @@ def test_denoising_masks_word_spans_and_keeps_the_other_words_in_order() -> None
 def test_the_task_starts_from_the_denoised_model(
     tmp_path: Path, sample_records: list[dict[str, str]]
 ) -> None:
-    train = write_jsonl(tmp_path / "train.jsonl", sample_records[:32])
-    validation = write_jsonl(tmp_path / "validation.jsonl", sample_records[32:40])
+    train, validation = tiny_splits(tmp_path, sample_records)
     plan = Plan(QUICK_SHAPE, epochs=1, batch_size=8, eval_every=2, patience=10, eval_records=4,
                 denoise_steps=2)
     out = tmp_path / "teacher"
@@ -121,8 +125,7 @@ def test_denoising_is_refused_for_the_translation_teacher(tmp_path: Path) -> Non
 def test_a_second_cycle_trains_its_steps_from_the_first_cycles_teacher(
     tmp_path: Path, sample_records: list[dict[str, str]]
 ) -> None:
-    train = write_jsonl(tmp_path / "train.jsonl", sample_records[:32])
-    validation = write_jsonl(tmp_path / "validation.jsonl", sample_records[32:40])
+    train, validation = tiny_splits(tmp_path, sample_records)
     cycle = Cycle(steps=3, lr=1e-3, warmup=0.0, seed=1, eval_every=3, eval_beams=1)
     plan = Plan(QUICK_SHAPE, epochs=1, batch_size=8, eval_every=2, patience=10, eval_records=4,
                 cycles=(cycle,))

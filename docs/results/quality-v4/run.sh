@@ -56,6 +56,14 @@ for C in dq qat_only; do
 done
 wait
 
+# 3c. The first levers on the second-cycle teacher, 1,000 steps as 3b, side by side (section 3b;
+#     session 11). --keep-artifacts keeps each packed student for bench.faithfulness (issue 18).
+for O in logits_only norm; do
+  OMP_NUM_THREADS=1 python -m bench.quality $ARGS --teacher "$T2" --steps 1000 --eval-every 250 \
+    --precision bf16 --out $R/c2-lever-$O --keep-artifacts ~/runs/art-$O --configs "dq:2-2-8:6-3:$O" &
+done
+wait
+
 # 4. The levers at a short budget.
 OMP_NUM_THREADS=1 python -m bench.quality $ARGS --steps 1000 --out $R/ablation --configs \
   "qat_only:2-2-8:6-3 dq:2-2-8:6-3 dq:2-2-8:6-3:kl dq:2-2-8:6-3:kl_t2 dq:2-2-8:6-3:norm \
