@@ -467,16 +467,22 @@ def plot(teacher: RowResult, rows: list[RowResult], front: set[str], path: Path)
 
 
 def write_outputs(runs: list[RowResult], s: BenchSettings, command: str, check: InputDependence) -> None:
+    write_report(runs, s.out, {k: str(v) for k, v in asdict(s).items()}, command, check)
+
+
+def write_report(runs: list[RowResult], out: Path, settings: dict[str, str], command: str,
+                 check: InputDependence) -> None:
+    """quality.md, quality.json and quality.png of `runs` (a seed's rows averaged with the others')."""
     rows = means(runs)
     teacher = teacher_result(rows)
     front = pareto_front([teacher, *rows])
-    (s.out / "quality.md").write_text(markdown(teacher, rows, command, front, check))
-    payload = {"command": command, "settings": {k: str(v) for k, v in asdict(s).items()},
+    (out / "quality.md").write_text(markdown(teacher, rows, command, front, check))
+    payload = {"command": command, "settings": settings,
                "teacher_input_check": asdict(check) | {"gap": check.gap},
                "rows": [asdict(r) | {"pareto": r.name in front} for r in [teacher, *rows]],
                "runs": [asdict(r) for r in runs]}
-    (s.out / "quality.json").write_text(json.dumps(payload, indent=2) + "\n")
-    plot(teacher, rows, front, s.out / "quality.png")
+    (out / "quality.json").write_text(json.dumps(payload, indent=2) + "\n")
+    plot(teacher, rows, front, out / "quality.png")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
