@@ -64,6 +64,19 @@ for O in logits_only norm; do
 done
 wait
 
+# 3d. Seeds 29 and 30 of dq norm and qat_only (section 3a; session 11), two rows at a time, then
+#     one table of the 1,000-step rows (seeds averaged, with their spread).
+for SEED in 29 30; do
+  OMP_NUM_THREADS=1 python -m bench.quality $ARGS --teacher "$T2" --steps 1000 --eval-every 250 \
+    --precision bf16 --seed $SEED --out $R/c2-s$SEED-dqnorm --configs "dq:2-2-8:6-3:norm" &
+  OMP_NUM_THREADS=1 python -m bench.quality $ARGS --teacher "$T2" --steps 1000 --eval-every 250 \
+    --precision bf16 --seed $SEED --out $R/c2-s$SEED-qat_only --configs "qat_only:2-2-8:6-3" &
+  wait
+done
+python -m bench.quality_merge $R/c2-short-* $R/c2-lever-* $R/c2-s29-* $R/c2-s30-* --out $R/c2-1000
+python -m bench.faithfulness ~/runs/art-norm/dq_2-2-8_6-3_norm --validation $D/validation.jsonl.gz \
+  --max-val 1029 --batch-size 16 --threads 1 --out $R/faithfulness/c2-dq-2-2-8-norm.json
+
 # 4. The levers at a short budget.
 OMP_NUM_THREADS=1 python -m bench.quality $ARGS --steps 1000 --out $R/ablation --configs \
   "qat_only:2-2-8:6-3 dq:2-2-8:6-3 dq:2-2-8:6-3:kl dq:2-2-8:6-3:kl_t2 dq:2-2-8:6-3:norm \
