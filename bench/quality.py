@@ -46,6 +46,7 @@ OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
     "kl": {"distillation": {"logits_loss": "kl", "temperature": 1.0}},
     "kl_t2": {"distillation": {"logits_loss": "kl", "temperature": 2.0}},
     "norm": {"distillation": {"normalize": True}},
+    "raw": {"distillation": {"normalize": False}},  # the paper's raw MSE sums (the default before session 11)
     "logits_only": {"distillation": {"hidden": 0.0, "attention": 0.0}},
     "no_attn": {"distillation": {"attention": 0.0}},
     "weighted": {"distillation": {"task": 1.0, "logits": 0.8, "hidden": 3.0}},  # the paper's --weighted

@@ -193,8 +193,9 @@ class DistillationSpec(StrictModel):
     logits_loss: Literal["mse", "kl"] = "mse"  # mse: the paper's; kl: KL(teacher || student) at `temperature`
     temperature: float = Field(1.0, gt=0)
     # Each hidden/attention/logits MSE divided by the teacher tensor's mean square, and layer terms
-    # averaged instead of summed, so that no term dominates the total by its scale alone.
-    normalize: bool = False
+    # averaged instead of summed, so that no term dominates the total by its scale alone. The
+    # default since quality-v4 section 3a; False is the paper's sum of raw MSEs.
+    normalize: bool = True
     mask_padding: bool = True  # False reproduces the paper's unmasked MSE
     # Train on the teacher's own beam outputs (sequence-level KD): "replace" the references with
     # them, or "mix" both (every record twice); computed once per teacher and data set.
