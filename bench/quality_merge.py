@@ -49,8 +49,9 @@ def merge(folders: list[Path], out: Path, command: str) -> list[RowResult]:
     check = reports[0]["teacher_input_check"]
     sources = "`; `".join(r["command"] for r in reports)
     out.mkdir(parents=True, exist_ok=True)
-    write_report(runs, out, settings | {"runs": ", ".join(map(str, folders))}, f"{command}` of the runs `{sources}",
-                 InputDependence(check["matched_loss"], check["shuffled_loss"]))
+    teacher_check = InputDependence(check["matched_loss"], check["shuffled_loss"])
+    write_report(runs, out, settings | {"runs": ", ".join(map(str, folders))},
+                 f"{command}` of the runs `{sources}", teacher_check)
     return runs
 
 
