@@ -31,6 +31,7 @@ from compression import ProgressEvent, Recipe
 from compression.data import read_records
 from compression.evaluate import InputDependence, input_dependence
 from compression.pipeline import compress, finetune
+from compression.recipe import DistillationSpec, QuantizationSpec
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,6 +105,21 @@ class Config:
         for option in self.options:
             fields = merge(fields, OPTIONS[option])
         return fields
+
+    def canonical(self) -> Config:
+        """The same config without the options that change nothing (`norm` since it is the default)."""
+        plain = merge(spec_defaults(), Config(self.method, self.bits, self.layers).recipe_fields())
+        return replace(self, options=tuple(o for o in self.options if not contained(OPTIONS[o], plain)))
+
+
+def spec_defaults() -> dict[str, Any]:
+    return {"quantization": QuantizationSpec().model_dump(), "distillation": DistillationSpec().model_dump()}
+
+
+def contained(extra: dict[str, Any], base: dict[str, Any]) -> bool:
+    """Whether every value in `extra` is already the value in `base`."""
+    return all(contained(v, base.get(k, {})) if isinstance(v, dict) else base.get(k) == v
+               for k, v in extra.items())
 
 
 def default_configs() -> list[Config]:
@@ -354,7 +370,9 @@ def kept_percent(row: RowResult, teacher: RowResult) -> float | None:
 
 def target_checks(teacher: RowResult, rows: list[RowResult]) -> list[str]:
     """The issue's targets, measured: retention of teacher ROUGE-Lsum, ratio, dq against baselines."""
-    by_name = {r.name: r for r in rows}
+    by_name: dict[str, RowResult] = {}
+    for r in sorted(rows, key=lambda r: len(r.seeds)):  # the row with most seeds wins a shared name
+        by_name[canonical_name(r)] = r
     lines = []
     for name, keep, ratio in (("dq:8-8-8:6-3", 99.0, None), ("dq:2-2-8:6-3", 96.0, 14.0)):
         row = by_name.get(name)
@@ -368,7 +386,7 @@ def target_checks(teacher: RowResult, rows: list[RowResult]) -> list[str]:
         lines.append(f"- {name}: keeps {shown}% of the teacher's ROUGE-Lsum at "
                      f"{row.compression_ratio:.1f}x (target {need}): **{'met' if ok else 'not met'}**")
     for row in rows:
-        if row.method != "dq" or row.options:
+        if row.method != "dq" or canonical_name(row) != f"dq:{row.bits}:{row.layers}":
             continue
         rivals = [by_name.get(f"{m}:{row.bits}:{row.layers}") for m in ("ptq", "qat_only")]
         rivals.append(by_name.get(f"distill_only:fp32:{row.layers}"))
@@ -384,6 +402,10 @@ def target_checks(teacher: RowResult, rows: list[RowResult]) -> list[str]:
         verdict = f"does not beat {losers}" if not_beaten else "beats all"
         lines.append(f"- {row.name}: ROUGE-Lsum {_score(row)} vs {against}: **{verdict}**")
     return lines
+
+
+def canonical_name(row: RowResult) -> str:
+    return Config(row.method, row.bits, row.layers, tuple(row.options)).canonical().name
 
 
 def _score(row: RowResult) -> str:

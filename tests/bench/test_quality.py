@@ -107,6 +107,22 @@ def test_dq_beats_a_rival_only_by_more_than_the_seed_spread() -> None:
     assert any("beats all" in line for line in target_checks(teacher, [dq, far]))
 
 
+def test_an_option_that_is_already_the_default_drops_out_of_the_canonical_config() -> None:
+    assert Config.parse("dq:2-2-8:6-3:norm").canonical() == Config.parse("dq:2-2-8:6-3")
+    assert Config.parse("dq:2-2-8:6-3:raw,norm").canonical().options == ("raw",)
+    assert Config.parse("dq:2-2-8:6-3:per_tensor").canonical().options == ("per_tensor",)
+
+
+def test_a_row_with_only_default_options_is_judged_by_the_targets() -> None:
+    teacher = _row("teacher:fp32", 100, 30.0)
+    dq = replace(_row("dq:8-8-8:6-3:norm", 10, 29.9), options=["norm"])
+    rival = replace(_row("qat_only:8-8-8:6-3", 10, 20.0), method="qat_only")
+    lines = target_checks(teacher, [dq, rival])
+    assert "- dq:8-8-8:6-3: not run" not in lines
+    assert any("keeps 99.7%" in line for line in lines)
+    assert any("dq:8-8-8:6-3:norm" in line and "beats all" in line for line in lines)
+
+
 def test_a_rows_curve_keeps_its_evaluations_and_its_log_shows_the_pace(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
