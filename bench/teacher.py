@@ -156,8 +156,7 @@ class Plan:
 
 
 def default_out(plan: Plan) -> Path:
-    first = benchmark_teacher_dir(plan.shape.d_model, TASKS[plan.task].data)
-    return first.with_name(f"{first.name}-c{len(plan.cycles) + 1}") if plan.cycles else first
+    return benchmark_teacher_dir(plan.shape.d_model, TASKS[plan.task].data, len(plan.cycles) + 1)
 
 
 def signatures(task: Task, predictions: list[str], references: list[str]) -> dict[str, str]:

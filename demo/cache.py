@@ -27,19 +27,24 @@ def teacher_key(spec: dict[str, Any], data_files: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def benchmark_teacher_dir(d_model: int = 256, data: str = "debian") -> Path:
-    """Where `python -m bench.teacher` builds its teacher (the full data set, hours of CPU);
-    `data` is "en-de" for the translation teacher."""
-    return cache_root() / "teachers" / f"{data}-d{d_model}"
+def benchmark_teacher_dir(d_model: int = 256, data: str = "debian", cycles: int = 1) -> Path:
+    """Where `python -m bench.teacher [--cycles N]` builds its teacher (the full data set, hours of
+    CPU); `data` is "en-de" for the translation teacher."""
+    first = cache_root() / "teachers" / f"{data}-d{d_model}"
+    return first.with_name(f"{first.name}-c{cycles}") if cycles > 1 else first
 
 
 def built_benchmark_teacher(data: str = "debian", snapshots: Path | None = None) -> Path | None:
-    """The benchmark teacher's model directory, once its training has finished, or restored from
-    the repository's snapshot of it (`snapshots`: data/teachers/) where one is carried."""
-    run_dir = benchmark_teacher_dir(data=data)
-    restore_snapshot((snapshots or SNAPSHOT_ROOT) / run_dir.name, run_dir)
-    built = run_dir / "teacher"
-    return built if (built / "model.safetensors").is_file() else None
+    """The most trained benchmark teacher's model directory (the second cycle's before the first),
+    once its training has finished, or restored from the repository's snapshot of it (`snapshots`:
+    data/teachers/) where one is carried."""
+    for cycles in (2, 1):
+        run_dir = benchmark_teacher_dir(data=data, cycles=cycles)
+        restore_snapshot((snapshots or SNAPSHOT_ROOT) / run_dir.name, run_dir)
+        built = run_dir / "teacher"
+        if (built / "model.safetensors").is_file():
+            return built
+    return None
 
 
 class TeacherCache:

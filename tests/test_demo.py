@@ -75,6 +75,19 @@ def test_the_benchmark_teacher_counts_once_its_training_has_finished(
     assert built_benchmark_teacher(snapshots=no_snapshots) == folder
 
 
+def test_the_demo_prefers_the_second_cycle_teacher_once_it_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    no_snapshots = tmp_path / "data" / "teachers"
+    for cycles in (1, 2):
+        folder = benchmark_teacher_dir(cycles=cycles) / "teacher"
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"")
+    assert built_benchmark_teacher(snapshots=no_snapshots) == benchmark_teacher_dir(cycles=2) / "teacher"
+    assert benchmark_teacher_dir(cycles=2).name == "debian-d256-c2"
+
+
 def test_table_shows_missing_values_as_dashes() -> None:
     text = render([Row("teacher (fp32)", (30.0, 10.0, 29.5), 15_000_000, 1.0, None),
                    Row("dq 2-2-8 6-3", (29.0, 9.5, 28.8), 1_000_000, 15.0, Served("ctranslate2_int8", 12.3))],
