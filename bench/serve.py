@@ -47,6 +47,9 @@ PARAMETERS = {"num_beams": 1, "min_new_tokens": NEW_TOKENS, "max_new_tokens": NE
 MAX_SOURCE = 512
 FP32_TEACHER = "teacher fp32 (transformers)"
 CT2_TEACHER = "teacher int8 (CTranslate2)"
+# The served student's own CTranslate2 model, decoded in-process as the teachers are: the engine
+# alone, so that the gap to the served row is what the serving path (HTTP, batcher) costs.
+CT2_STUDENT = "student int8 (CTranslate2, in-process)"
 SERVED = {"ctranslate2": "student served (ctranslate2)", "int8": "student served (int8)"}
 # Issue 18's targets for the served student (default engine) on the bart-base-shaped teacher:
 # (what, scenario, baseline side, measure, at least).
@@ -78,6 +81,7 @@ class Models:
     teacher: Path  # Hugging Face folder
     teacher_ct2: Path  # CTranslate2 int8, quantized by CTranslate2
     student: Path  # packed artifact
+    student_ct2: Path  # CTranslate2 int8, converted from the artifact with its codes kept
 
 
 SHAPES = {
@@ -110,7 +114,7 @@ def build_models(shape: Shape, root: Path) -> Models:
                         forced_eos_token_id=2)
     torch.manual_seed(0)
     teacher = BartForConditionalGeneration(config).eval()
-    models = Models(root / "teacher", root / "teacher-ct2-int8", root / "student")
+    models = Models(root / "teacher", root / "teacher-ct2-int8", root / "student", root / "student-ct2-int8")
     teacher.save_pretrained(models.teacher)
     tokenizer.save_pretrained(models.teacher)
     convert(models.teacher, models.teacher_ct2, quantization="int8")
@@ -121,6 +125,7 @@ def build_models(shape: Shape, root: Path) -> Models:
                                "quantization": spec.model_dump()})
     pack(student.eval(), tokenizer, models.student, spec=spec, layer_map=layer_map, recipe=recipe.to_dict(),
          teacher_identity={"path": str(models.teacher)})
+    convert(models.student, models.student_ct2, quantization="int8")
     return models
 
 
@@ -404,6 +409,7 @@ def run_sides(models: Models, plan: list[Scenario], cores: int, work: Path) -> d
     model_id, key = store_student(models.student, data_dir)
     sides: list[Side] = [WorkerSide(FP32_TEACHER, "transformers", models.teacher, cores),
                          WorkerSide(CT2_TEACHER, "ctranslate2", models.teacher_ct2, cores),
+                         WorkerSide(CT2_STUDENT, "ctranslate2", models.student_ct2, cores),
                          *(ServedSide(engine, data_dir, model_id, key, cores) for engine in SERVED)]
     try:
         # One after another: both servers would otherwise unpack the one artifact at once.
@@ -444,7 +450,7 @@ def rows_of(sides: dict[str, Any], plan: list[Scenario]) -> list[dict[str, Any]]
         rows.append({"scenario": scenario.name, "concurrency": scenario.concurrency,
                      "inputs": len(scenario.texts), "results": results,
                      "served_vs": {served: {baseline: ratios(results[served], results[baseline])
-                                            for baseline in (CT2_TEACHER, FP32_TEACHER)}
+                                            for baseline in (CT2_TEACHER, FP32_TEACHER, CT2_STUDENT)}
                                    for served in SERVED.values()}})
     return rows
 
@@ -466,14 +472,15 @@ def print_table(shape: Shape, rows: list[dict[str, Any]], sides: dict[str, Any],
           "(served: mean server batch, p50 queue time)")
     names = list(sides)
     print("| scenario | " + " | ".join(names) + f" | {served}: p50 x / in/s x vs CTranslate2 int8 teacher "
-          "| vs fp32 teacher |")
-    print("|---" * (len(names) + 3) + "|")
+          "| vs fp32 teacher | vs the same student in-process |")
+    print("|---" * (len(names) + 4) + "|")
     for row in rows:
         cells = [_cell(row["results"][name]) for name in names]
         vs = row["served_vs"][served]
         print(f"| {row['scenario']} | " + " | ".join(cells)
               + f" | {vs[CT2_TEACHER]['p50']:.2f} / {vs[CT2_TEACHER]['throughput']:.2f} "
-              f"| {vs[FP32_TEACHER]['p50']:.2f} / {vs[FP32_TEACHER]['throughput']:.2f} |")
+              f"| {vs[FP32_TEACHER]['p50']:.2f} / {vs[FP32_TEACHER]['throughput']:.2f} "
+              f"| {vs[CT2_STUDENT]['p50']:.2f} / {vs[CT2_STUDENT]['throughput']:.2f} |")
     print("peak memory, MiB: " + ", ".join(f"{name} {side['memory']['peak_mib']:.0f}"
                                            for name, side in sides.items()))
     for name in SERVED.values():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.serve import CT2_TEACHER, FP32_TEACHER, SERVED, main
+from bench.serve import CT2_STUDENT, CT2_TEACHER, FP32_TEACHER, SERVED, main
 
 
 @pytest.mark.slow
@@ -16,7 +16,7 @@ def test_quick_run_writes_every_side_of_every_scenario_with_the_targets_and_cpu(
     main(["--quick", "--cores", "1", "--note", "test", "--out", str(out)])
     report = json.loads(out.read_text())
     [shape] = report["shapes"]
-    sides = {FP32_TEACHER, CT2_TEACHER, *SERVED.values()}
+    sides = {FP32_TEACHER, CT2_TEACHER, CT2_STUDENT, *SERVED.values()}
     assert [row["scenario"] for row in shape["rows"]] == ["natural c=1", "natural c=16", "64 tok c=1",
                                                           "64 tok c=16"]
     for row in shape["rows"]:
