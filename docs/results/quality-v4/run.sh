@@ -77,6 +77,16 @@ python -m bench.quality_merge $R/c2-short-* $R/c2-lever-* $R/c2-s29-* $R/c2-s30-
 python -m bench.faithfulness ~/runs/art-norm/dq_2-2-8_6-3_norm --validation $D/validation.jsonl.gz \
   --max-val 1029 --batch-size 16 --threads 1 --out $R/faithfulness/c2-dq-2-2-8-norm.json
 
+# 3e. 8-8-8 6-3, dq (default recipe) and qat_only, 1,000 steps as 3b, side by side (section 3b;
+#     session 12), then bench.faithfulness on the dq artifact (issue 18).
+for C in dq qat_only; do
+  OMP_NUM_THREADS=1 python -m bench.quality $ARGS --teacher "$T2" --steps 1000 --eval-every 250 \
+    --precision bf16 --out $R/c2-888-$C --keep-artifacts ~/runs/art-888-$C --configs "$C:8-8-8:6-3" &
+done
+wait
+python -m bench.faithfulness ~/runs/art-888-dq/dq_8-8-8_6-3 --validation $D/validation.jsonl.gz \
+  --max-val 1029 --batch-size 16 --threads 1 --out $R/faithfulness/c2-dq-8-8-8.json
+
 # 4. The levers at a short budget.
 OMP_NUM_THREADS=1 python -m bench.quality $ARGS --steps 1000 --out $R/ablation --configs \
   "qat_only:2-2-8:6-3 dq:2-2-8:6-3 dq:2-2-8:6-3:kl dq:2-2-8:6-3:kl_t2 dq:2-2-8:6-3:norm \
