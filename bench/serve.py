@@ -354,6 +354,7 @@ async def _drive(base: str, model_id: str, key: str, scenario: Scenario) -> dict
     latencies: list[float] = []
     server_batches: list[int] = []
     queue_ms: list[float] = []  # before its batch started: waiting for company or for a stream
+    inference_ms: list[float] = []  # its batch in the engine: the rest of the latency is the serving path
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         while pending:
@@ -365,6 +366,7 @@ async def _drive(base: str, model_id: str, key: str, scenario: Scenario) -> dict
             latencies.append(time.perf_counter() - t0)
             server_batches.append(int(response.headers["X-Batch-Size"]))
             queue_ms.append(float(response.headers["X-Queue-Time-Ms"]))
+            inference_ms.append(float(response.headers["X-Inference-Time-Ms"]))
 
     async with httpx.AsyncClient(timeout=600) as client:
         warm = scenario.texts[: scenario.concurrency]
@@ -374,7 +376,7 @@ async def _drive(base: str, model_id: str, key: str, scenario: Scenario) -> dict
         await asyncio.gather(*(client_loop(client) for _ in range(scenario.concurrency)))
         wall = time.perf_counter() - started
     return {"latencies": latencies, "wall": wall, "mean_batch": statistics.fmean(server_batches),
-            "queue_ms_p50": statistics.median(queue_ms)}
+            "queue_ms_p50": statistics.median(queue_ms), "inference_ms_p50": statistics.median(inference_ms)}
 
 
 def _info(base: str, model_id: str, key: str) -> dict[str, Any]:
@@ -433,7 +435,8 @@ def summarize(raw: dict[str, Any]) -> dict[str, float]:
     summary = {"p50_s": round(statistics.median(latencies), 4), "p95_s": round(latencies[p95_index], 4),
                "throughput": round(len(latencies) / raw["wall"], 3)}
     if "mean_batch" in raw:
-        summary |= {"mean_batch": round(raw["mean_batch"], 2), "queue_ms_p50": round(raw["queue_ms_p50"], 1)}
+        summary |= {"mean_batch": round(raw["mean_batch"], 2), "queue_ms_p50": round(raw["queue_ms_p50"], 1),
+                    "inference_ms_p50": round(raw["inference_ms_p50"], 1)}
     return summary
 
 
@@ -469,7 +472,7 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def print_table(shape: Shape, rows: list[dict[str, Any]], sides: dict[str, Any], cores: int) -> None:
     served = SERVED["ctranslate2"]
     print(f"\n## {shape.name} (vocab {shape.vocab}), {cores} core(s) a side: p50 s / inputs per s "
-          "(served: mean server batch, p50 queue time)")
+          "(served: mean server batch, p50 queue time, p50 time in the engine)")
     names = list(sides)
     print("| scenario | " + " | ".join(names) + f" | {served}: p50 x / in/s x vs CTranslate2 int8 teacher "
           "| vs fp32 teacher | vs the same student in-process |")
@@ -490,7 +493,8 @@ def print_table(shape: Shape, rows: list[dict[str, Any]], sides: dict[str, Any],
 def _cell(result: dict[str, float]) -> str:
     cell = f"{result['p50_s']:.3f} / {result['throughput']:.2f}"
     if "mean_batch" in result:
-        cell += f" (b {result['mean_batch']:.1f}, q {result['queue_ms_p50']:.0f} ms)"
+        cell += (f" (b {result['mean_batch']:.1f}, q {result['queue_ms_p50']:.0f} ms, "
+                 f"engine {result['inference_ms_p50']:.0f} ms)")
     return cell
 
 

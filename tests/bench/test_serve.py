@@ -22,6 +22,7 @@ def test_quick_run_writes_every_side_of_every_scenario_with_the_targets_and_cpu(
     for row in shape["rows"]:
         assert set(row["results"]) == sides
         assert all(result["throughput"] > 0 for result in row["results"].values())
+        assert all(row["results"][name]["inference_ms_p50"] > 0 for name in SERVED.values())
     assert {name: served["runtime"]["form"] for name, served in shape["served"].items()} == {
         SERVED["ctranslate2"]: "ctranslate2_int8", SERVED["int8"]: "int8_dynamic"}
     assert len(shape["targets"]) == 3 and report["cores_per_side"] == 1 and report["note"] == "test"
