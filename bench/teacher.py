@@ -9,7 +9,8 @@ One command, resumable: a stopped run continues from its newest checkpoint when 
 with the same arguments. Everything lives in --out (default: the user cache, outside git):
 
     init/                the untrained model with its tokenizer (trained on the train split)
-    cycle1/              with --cycles 2: the first cycle's whole run folder (restored or trained)
+    cycleN/              with --cycles N+1: the run folder of the teacher one cycle short (restored
+                         or trained; it nests its own earlier cycles)
     recipe.json          the `method: finetune` recipe it trains with
     teacher.checkpoints/ resumable checkpoints
     curve.jsonl          one line per evaluation: step, validation loss, ROUGE, input gap
@@ -18,6 +19,7 @@ with the same arguments. Everything lives in --out (default: the user cache, out
 
     python -m bench.teacher                      # the default teacher, in ~/.cache/dqbart/teachers/
     python -m bench.teacher --cycles 2           # that teacher after a second learning-rate cycle
+    python -m bench.teacher --cycles 3           # and after a third (from the carried second one)
     python -m bench.teacher --quick --out /tmp/t # a tiny smoke run on the bundled sample
     python -m bench.teacher --task translation   # en->de, in ~/.cache/dqbart/teachers/en-de-d256/
 """
@@ -126,6 +128,10 @@ class Cycle:
 
 # Section 1f's cycle (run then as docs/results/quality-v4/run.sh step 1c): data/teachers/debian-d256-c2.
 SECOND_CYCLE = Cycle(steps=1500, lr=5e-4, warmup=0.03, seed=28, eval_every=500, eval_beams=4)
+# Not yet run: 2-bit students trained 2,000 more steps from the second-cycle teacher beat it by
+# 0.9 R-Lsum (quality-v4 section 3c), so it had not converged either.
+THIRD_CYCLE = Cycle(steps=3000, lr=5e-4, warmup=0.03, seed=29, eval_every=500, eval_beams=4)
+CYCLES = (SECOND_CYCLE, THIRD_CYCLE)
 
 
 @dataclass(frozen=True)
@@ -317,8 +323,10 @@ def train_teacher(plan: Plan, out: Path, train: Path, validation: Path, precisio
     check_same_plan(plan, out / "plan.json")
     subset = write_subset(validation, out / "validation-subset.jsonl.gz", plan.eval_records)
     if plan.cycles:
-        start = first_cycle(plan, out / "cycle1", train, validation, precision)
-        teacher = train_cycles(plan, out, start, train, subset, precision)
+        start = earlier_teacher(plan, out / f"cycle{len(plan.cycles)}", train, validation, precision)
+        recipe = teacher_recipe(plan, start, train, subset, cycle=plan.cycles[-1], precision=precision)
+        (out / "teacher-recipe.json").write_text(recipe.to_json(), encoding="utf-8")
+        teacher = run_stage(recipe, out, "teacher", out / "curve.jsonl")
     else:
         if not (out / "init" / "model.safetensors").is_file():
             TASKS[plan.task].build(out / "init", plan.shape, plan.seed, train_file=train)
@@ -330,29 +338,16 @@ def train_teacher(plan: Plan, out: Path, train: Path, validation: Path, precisio
     return teacher
 
 
-def first_cycle(plan: Plan, folder: Path, train: Path, validation: Path, precision: str) -> Path:
-    """The first cycle's finished teacher in `folder`: kept, restored from the repository's
-    snapshot (also under --retrain, which retrains the cycles asked for), or trained."""
-    first = replace(plan, cycles=())
-    snapshot = SNAPSHOT_ROOT / default_out(first).name
+def earlier_teacher(plan: Plan, folder: Path, train: Path, validation: Path, precision: str) -> Path:
+    """The finished teacher of the plan without its last cycle, in `folder` (a whole run folder,
+    which nests its own earlier cycles): kept, restored from the repository's snapshot (also under
+    --retrain, which retrains the last cycle only), or trained."""
+    earlier = replace(plan, cycles=plan.cycles[:-1])
+    snapshot = SNAPSHOT_ROOT / default_out(earlier).name
     done = (folder / "teacher" / "report.json").is_file()
-    if not done and not restore_snapshot(snapshot, folder, first.to_dict()):
-        train_teacher(first, folder, train, validation, precision)
+    if not done and not restore_snapshot(snapshot, folder, earlier.to_dict()):
+        train_teacher(earlier, folder, train, validation, precision)
     return folder / "teacher"
-
-
-def train_cycles(plan: Plan, out: Path, start: Path, train: Path, subset: Path, precision: str) -> Path:
-    """Each further cycle from the one before; the last one trains into out/teacher (curve.jsonl)."""
-    for number, cycle in enumerate(plan.cycles, start=2):
-        last = number == len(plan.cycles) + 1
-        name, curve = ("teacher", "curve.jsonl") if last else (f"cycle{number}", f"cycle{number}-curve.jsonl")
-        if (out / name / "report.json").is_file() and not last:
-            start = out / name
-            continue
-        recipe = teacher_recipe(plan, start, train, subset, cycle=cycle, precision=precision)
-        (out / f"{name}-recipe.json").write_text(recipe.to_json(), encoding="utf-8")
-        start = run_stage(recipe, out, name, out / curve)
-    return start
 
 
 def final_report(plan: Plan, out: Path, validation: Path, num_beams: int) -> dict[str, Any]:
@@ -458,8 +453,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="train even where data/teachers/ holds this plan's trained teacher")
     parser.add_argument("--save-snapshot", action="store_true",
                         help="copy the finished, scored teacher into data/teachers/ (float16 weights)")
-    parser.add_argument("--cycles", type=int, choices=(1, 2), default=1,
-                        help="2: a second learning-rate cycle (SECOND_CYCLE) from the first one's teacher")
+    parser.add_argument("--cycles", type=int, choices=range(1, len(CYCLES) + 2), default=1,
+                        help="2: a second learning-rate cycle (SECOND_CYCLE) from the first one's teacher; "
+                             "3: a third (THIRD_CYCLE) from the second one's")
     parser.add_argument("--quick", action="store_true", help="a tiny model on the bundled sample")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -474,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = Plan(shape, task.name, epochs=args.epochs or task.epochs, lr=args.lr,
                     eval_every=args.eval_every, eval_records=args.eval_records, warmup=args.warmup,
                     denoise_steps=task.denoise_steps if args.denoise_steps is None else args.denoise_steps)
-    plan = replace(plan, cycles=(SECOND_CYCLE,) * (args.cycles - 1))
+    plan = replace(plan, cycles=CYCLES[:args.cycles - 1])
     out = args.out or default_out(plan)
     snapshot = SNAPSHOT_ROOT / default_out(plan).name
     if args.save_snapshot:

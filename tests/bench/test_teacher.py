@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from bench.teacher import (
+    CYCLES,
     TRANSLATION,
     Cycle,
     Plan,
@@ -122,21 +124,25 @@ def test_denoising_is_refused_for_the_translation_teacher(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_a_second_cycle_trains_its_steps_from_the_first_cycles_teacher(
+def test_each_further_cycle_trains_its_steps_from_the_teacher_one_cycle_short(
     tmp_path: Path, sample_records: list[dict[str, str]]
 ) -> None:
     train, validation = tiny_splits(tmp_path, sample_records)
-    cycle = Cycle(steps=3, lr=1e-3, warmup=0.0, seed=1, eval_every=3, eval_beams=1)
+    second = Cycle(steps=3, lr=1e-3, warmup=0.0, seed=1, eval_every=3, eval_beams=1)
+    third = replace(second, steps=2, eval_every=2)
     plan = Plan(QUICK_SHAPE, epochs=1, batch_size=8, eval_every=2, patience=10, eval_records=4,
-                cycles=(cycle,))
+                cycles=(second, third))
     out = tmp_path / "teacher"
     teacher = train_teacher(plan, out, train, validation)
     recipe = json.loads((out / "teacher-recipe.json").read_text())
-    assert recipe["teacher"]["path"] == str(out / "cycle1" / "teacher")
-    assert recipe["teacher_training"]["max_steps"] == 3 and recipe["teacher_training"]["lr"] == 1e-3
-    assert json.loads((teacher / "report.json").read_text())["training_steps"] == 3
-    assert [row["step"] for row in read_curve(out / "curve.jsonl")] == [3]
-    assert [row["step"] for row in read_curve(out / "cycle1" / "curve.jsonl")] == [2, 4]
+    assert recipe["teacher"]["path"] == str(out / "cycle2" / "teacher")
+    assert recipe["teacher_training"]["max_steps"] == 2 and recipe["teacher_training"]["lr"] == 1e-3
+    assert json.loads((teacher / "report.json").read_text())["training_steps"] == 2
+    assert [row["step"] for row in read_curve(out / "curve.jsonl")] == [2]
+    assert [row["step"] for row in read_curve(out / "cycle2" / "curve.jsonl")] == [3]
+    assert json.loads((out / "cycle2" / "teacher-recipe.json").read_text())["teacher"]["path"] == str(
+        out / "cycle2" / "cycle1" / "teacher")
+    assert [row["step"] for row in read_curve(out / "cycle2" / "cycle1" / "curve.jsonl")] == [2, 4]
 
 
 def test_a_teacher_with_a_second_cycle_has_a_folder_of_its_own() -> None:
@@ -144,3 +150,4 @@ def test_a_teacher_with_a_second_cycle_has_a_folder_of_its_own() -> None:
     shape = TeacherShape(d_model=256, ffn_dim=1024, heads=4)
     assert default_out(Plan(shape)).name == "debian-d256"
     assert default_out(Plan(shape, cycles=(cycle,))).name == "debian-d256-c2"
+    assert default_out(Plan(shape, cycles=CYCLES)).name == "debian-d256-c3"
