@@ -87,6 +87,17 @@ wait
 python -m bench.faithfulness ~/runs/art-888-dq/dq_8-8-8_6-3 --validation $D/validation.jsonl.gz \
   --max-val 1029 --batch-size 16 --threads 1 --out $R/faithfulness/c2-dq-8-8-8.json
 
+# 3f. 2,000 steps at 2-2-8 6-3, dq and qat_only side by side (section 3c; session 12).
+for C in dq qat_only; do
+  OMP_NUM_THREADS=1 python -m bench.quality $ARGS --teacher "$T2" --steps 2000 --eval-every 250 \
+    --precision bf16 --out $R/c2-2000-$C --keep-artifacts ~/runs/art-2000-$C --configs "$C:2-2-8:6-3" &
+done
+wait
+
+# 3g. The third teacher cycle (section 3c's next step; not run yet), then its check: a qat_only
+#     2-2-8 student trained from it must no longer end above it.
+python -m bench.teacher --cycles 3 --precision bf16
+
 # 4. The levers at a short budget.
 OMP_NUM_THREADS=1 python -m bench.quality $ARGS --steps 1000 --out $R/ablation --configs \
   "qat_only:2-2-8:6-3 dq:2-2-8:6-3 dq:2-2-8:6-3:kl dq:2-2-8:6-3:kl_t2 dq:2-2-8:6-3:norm \
