@@ -86,6 +86,13 @@ done
 wait
 python -m bench.faithfulness ~/runs/art-888-dq/dq_8-8-8_6-3 --validation $D/validation.jsonl.gz \
   --max-val 1029 --batch-size 16 --threads 1 --out $R/faithfulness/c2-dq-8-8-8.json
+for C in dq qat_only; do  # seed 29 (session 12), then one table of both seeds
+  OMP_NUM_THREADS=1 python -m bench.quality $ARGS --teacher "$T2" --steps 1000 --eval-every 250 \
+    --precision bf16 --seed 29 --out $R/c2-888-s29-$C --configs "$C:8-8-8:6-3" &
+done
+wait
+python -m bench.quality_merge $R/c2-888-dq $R/c2-888-qat_only $R/c2-888-s29-dq $R/c2-888-s29-qat_only \
+  --out $R/c2-888
 
 # 3f. 2,000 steps at 2-2-8 6-3, dq and qat_only side by side (section 3c; session 12).
 for C in dq qat_only; do
