@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -35,16 +36,25 @@ def benchmark_teacher_dir(d_model: int = 256, data: str = "debian", cycles: int 
 
 
 def built_benchmark_teacher(data: str = "debian", snapshots: Path | None = None) -> Path | None:
-    """The most trained benchmark teacher's model directory (the second cycle's before the first),
+    """The most trained benchmark teacher's model directory (the most learning-rate cycles first),
     once its training has finished, or restored from the repository's snapshot of it (`snapshots`:
     data/teachers/) where one is carried."""
-    for cycles in (2, 1):
+    snapshots = snapshots or SNAPSHOT_ROOT
+    for cycles in _known_cycles(data, (snapshots, benchmark_teacher_dir(data=data).parent)):
         run_dir = benchmark_teacher_dir(data=data, cycles=cycles)
-        restore_snapshot((snapshots or SNAPSHOT_ROOT) / run_dir.name, run_dir)
+        restore_snapshot(snapshots / run_dir.name, run_dir)
         built = run_dir / "teacher"
         if (built / "model.safetensors").is_file():
             return built
     return None
+
+
+def _known_cycles(data: str, roots: tuple[Path, ...]) -> list[int]:
+    """The cycle counts that have a folder under any of `roots` (the first cycle always), most first."""
+    pattern = re.compile(re.escape(benchmark_teacher_dir(data=data).name) + r"-c(\d+)")
+    found = {int(match[1]) for root in roots if root.is_dir() for path in root.iterdir()
+             if (match := pattern.fullmatch(path.name))}
+    return sorted(found | {1}, reverse=True)
 
 
 class TeacherCache:

@@ -100,12 +100,12 @@ def obtain_teacher(client: Client, plan: DemoPlan, dataset_ids: dict[str, str], 
         command = f"`python -m bench.teacher --task {task.name}`"
         built = built_benchmark_teacher(task.benchmark_data)
         if built is not None:
-            say(f"using the benchmark teacher built by {command} [--cycles 2] ({built})")
+            say(f"using the benchmark teacher built by {command} [--cycles N] ({built})")
             say_input_check(json.loads((built / "report.json").read_text()).get("input_check"))
             return client.models.upload(built, name=f"{task.data}-teacher").id
         say(f"no benchmark teacher yet: {command} builds a much stronger one (6-6, d_model 256, the "
-            "full data set; hours on CPU, resumable; `--cycles 2` then trains it further); using the "
-            "small demo teacher")
+            "full data set; hours on CPU, resumable; `--cycles N` then trains it N-1 further "
+            "learning-rate cycles); using the small demo teacher")
     cache = TeacherCache()
     key = teacher_key(plan.teacher_spec(), data_files)
     cached = cache.lookup(key)

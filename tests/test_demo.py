@@ -75,17 +75,29 @@ def test_the_benchmark_teacher_counts_once_its_training_has_finished(
     assert built_benchmark_teacher(snapshots=no_snapshots) == folder
 
 
-def test_the_demo_prefers_the_second_cycle_teacher_once_it_is_built(
+def test_the_demo_prefers_the_teacher_of_the_most_cycles_once_it_is_built(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     no_snapshots = tmp_path / "data" / "teachers"
-    for cycles in (1, 2):
+    for cycles in (1, 2, 3):
         folder = benchmark_teacher_dir(cycles=cycles) / "teacher"
         folder.mkdir(parents=True)
         (folder / "model.safetensors").write_bytes(b"")
-    assert built_benchmark_teacher(snapshots=no_snapshots) == benchmark_teacher_dir(cycles=2) / "teacher"
-    assert benchmark_teacher_dir(cycles=2).name == "debian-d256-c2"
+    assert built_benchmark_teacher(snapshots=no_snapshots) == benchmark_teacher_dir(cycles=3) / "teacher"
+    assert benchmark_teacher_dir(cycles=3).name == "debian-d256-c3"
+
+
+def test_a_later_cycle_still_training_leaves_the_demo_on_the_last_finished_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    no_snapshots = tmp_path / "data" / "teachers"
+    finished = benchmark_teacher_dir(cycles=2) / "teacher"
+    finished.mkdir(parents=True)
+    (finished / "model.safetensors").write_bytes(b"")
+    (benchmark_teacher_dir(cycles=3) / "teacher.checkpoints").mkdir(parents=True)
+    assert built_benchmark_teacher(snapshots=no_snapshots) == finished
 
 
 def test_table_shows_missing_values_as_dashes() -> None:
