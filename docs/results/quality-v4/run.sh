@@ -101,9 +101,18 @@ for C in dq qat_only; do
 done
 wait
 
-# 3g. The third teacher cycle (section 3c's next step; not run yet), then its check: a qat_only
-#     2-2-8 student trained from it must no longer end above it.
-python -m bench.teacher --cycles 3 --precision bf16
+# 3g. The third teacher cycle (section 1g; session 13: 79 min, fp32, 2 threads, AMD EPYC with
+#     AVX2 only; bf16 where the CPU has it), carried as data/teachers/debian-d256-c3, then its
+#     check (not run yet): a qat_only 2-2-8 student trained 2,000 steps from it must not end above
+#     it (36.53), with dq beside it.
+OMP_NUM_THREADS=2 python -m bench.teacher --cycles 3 --threads 2
+python -m bench.teacher --cycles 3 --save-snapshot
+T3=${XDG_CACHE_HOME:-$HOME/.cache}/dqbart/teachers/debian-d256-c3/teacher
+for C in qat_only dq; do
+  OMP_NUM_THREADS=1 python -m bench.quality $ARGS --teacher "$T3" --steps 2000 --eval-every 250 \
+    --out $R/c3-2000-$C --keep-artifacts ~/runs/art-c3-2000-$C --configs "$C:2-2-8:6-3" &
+done
+wait
 
 # 4. The levers at a short budget.
 OMP_NUM_THREADS=1 python -m bench.quality $ARGS --steps 1000 --out $R/ablation --configs \
