@@ -79,6 +79,17 @@ class QualityGate(BaseModel):
     message: str
 
 
+class LossInterval(BaseModel):
+    """A paired bootstrap of metric_loss over the checked records (compression/bootstrap.py)."""
+
+    estimate: float
+    standard_error: float
+    low: float
+    high: float
+    confidence: float = Field(description="two-sided; each end is a one-sided bound of (1 + confidence) / 2")
+    samples: int
+
+
 class EngineCheck(BaseModel):
     """A serving engine's form of the model scored against the reference path when the job packed it
     (compression/ct2.py `faithfulness`): greedy decoding of the first validation records on both."""
@@ -92,10 +103,13 @@ class EngineCheck(BaseModel):
     reference: float | None = None
     ctranslate2: float | None = Field(None, description="the CTranslate2 form's score")
     metric_loss: float | None = Field(None, description="reference minus engine, in metric points")
+    loss_interval: LossInterval | None = Field(None, description="how sure metric_loss is")
     budget: float | None = Field(None, description="the loss allowed when the job packed the model")
-    within_budget: bool | None = Field(None, description="false: the service serves our own int8 form "
-                                                         "instead (the serving budget may differ; "
-                                                         "/info says which engine serves it)")
+    within_budget: bool | None = Field(None, description="false: the loss is surely over the budget (the "
+                                                         "interval's low end is above it), and the service "
+                                                         "serves our own int8 form instead (the serving "
+                                                         "budget may differ; /info says which engine "
+                                                         "serves it)")
 
 
 class ModelObject(BaseModel):

@@ -11,8 +11,8 @@ For each artifact directory, two models decode the same validation documents gre
 Both go through the app's `serving.generation` (`encode` with truncation, `run_batch`) with the
 same batches and the same resolved parameters, so the only difference is the model form. Per
 artifact: the share of identical texts, ROUGE-Lsum of each path against the reference summaries,
-their difference, pass/fail against issue 4 (>= 95% identical, |delta ROUGE-Lsum| <= 0.3), and
-the runtime form chosen. Writes a JSON file and a markdown table next to it.
+their difference with its paired bootstrap interval, pass/fail against issue 4 (>= 95% identical,
+|delta ROUGE-Lsum| <= 0.3), and the runtime form chosen. Writes a JSON file and a markdown table next to it.
 
     python -m bench.faithfulness /tmp/q3/artifacts/* --validation /tmp/q3/val300.jsonl.gz --max-val 150
 """
@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from compression.artifact import QUANTIZATION_FILE, load
+from compression.bootstrap import paired_difference
 from compression.data import read_records
 from compression.evaluate import rouge
 from compression.runtime import Form
@@ -80,6 +81,7 @@ class Agreement:
     rouge_reference: dict[str, float]
     rouge_fast: dict[str, float]
     rouge_lsum_delta: float  # fast - reference
+    rouge_lsum_delta_interval: tuple[float, float]  # its paired bootstrap interval (90%)
     identical_ok: bool
     rouge_ok: bool
     passed: bool
@@ -160,12 +162,14 @@ def compare(reference: list[str], fast: list[str], summaries: list[str]) -> Agre
     percent = 100.0 * identical / len(reference)
     rouge_reference, rouge_fast = rouge(reference, summaries), rouge(fast, summaries)
     delta = rouge_fast["rougeLsum"] - rouge_reference["rougeLsum"]
+    interval = paired_difference("summarization", fast, reference, summaries)
     identical_ok = percent >= MIN_IDENTICAL_PERCENT
     rouge_ok = abs(delta) <= MAX_ROUGE_LSUM_DELTA
     return Agreement(
         records=len(reference), identical=identical, identical_percent=percent,
         distinct_reference_texts=len(set(reference)), rouge_reference=rouge_reference,
-        rouge_fast=rouge_fast, rouge_lsum_delta=delta, identical_ok=identical_ok, rouge_ok=rouge_ok,
+        rouge_fast=rouge_fast, rouge_lsum_delta=delta,
+        rouge_lsum_delta_interval=(interval.low, interval.high), identical_ok=identical_ok, rouge_ok=rouge_ok,
         passed=identical_ok and rouge_ok, mismatches=mismatches,
     )
 
@@ -201,14 +205,15 @@ def verdict(a: Agreement) -> str:
 
 def table_rows(results: list[ArtifactResult]) -> list[list[str]]:
     rows = [["artifact", "n", "identical %", "fp64 ref %", "distinct", "R-Lsum ref", "R-Lsum fast", "delta",
-             "pass", "form (int8/float linears)", "s ref/fast"]]
+             "90% interval", "pass", "form (int8/float linears)", "s ref/fast"]]
     for r in results:
         a, rt = r.agreement, r.runtime
         rows.append([
             r.name, str(a.records), f"{a.identical_percent:.1f}", f"{r.noise_floor_percent:.1f}",
             str(a.distinct_reference_texts),
             f"{a.rouge_reference['rougeLsum']:.2f}", f"{a.rouge_fast['rougeLsum']:.2f}",
-            f"{a.rouge_lsum_delta:+.2f}", verdict(a),
+            f"{a.rouge_lsum_delta:+.2f}", "{:+.2f} to {:+.2f}".format(*a.rouge_lsum_delta_interval),
+            verdict(a),
             f"{rt['form']} ({rt['int8_layers']}/{rt['float_layers']})",
             f"{r.seconds_reference:.1f}/{r.seconds_fast:.1f}",
         ])

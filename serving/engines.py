@@ -1,11 +1,12 @@
 """Which engine serves a loaded model, and the CTranslate2 form it needs.
 
 `ctranslate2` serves every model it can load, unless the faithfulness check of the packing job
-(report.json `engines.ctranslate2`) found that its form loses more of the task metric than the
-budget: then our own int8 form serves it (the reference path for a plain teacher), and the
-model says why. A setting other than `auto` is obeyed as is. The converted form is cached in its
-own folder beside the unpacked artifacts, keyed by the artifact's checksum and the converter's
-version: the artifact keeps its packed footprint.
+(report.json `engines.ctranslate2`) found that its form surely loses more of the task metric than
+the budget (the low end of the loss's bootstrap interval is above it): then our own int8 form
+serves it (the reference path for a plain teacher), and the model says why. A setting other than
+`auto` is obeyed as is. The converted form is cached in its own folder beside the unpacked
+artifacts, keyed by the artifact's checksum and the converter's version: the artifact keeps its
+packed footprint.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from typing import Any, Literal
 import ctranslate2
 
 from compression.artifact import REPORT_FILE
-from compression.ct2 import CONVERTER_VERSION, FAITHFULNESS_BUDGET, INFO_FILE, Quantization, convert
+from compression.ct2 import (
+    CONVERTER_VERSION,
+    FAITHFULNESS_BUDGET,
+    INFO_FILE,
+    Quantization,
+    convert,
+    over_budget,
+)
 
 Engine = Literal["auto", "ctranslate2", "int8", "reference"]
 DEFAULT_BUDGET = FAITHFULNESS_BUDGET
@@ -39,12 +47,23 @@ def choose_engine(setting: Engine, folder: Path, *, packed: bool, budget: float)
     faithfulness = _faithfulness(folder)
     if setting != "auto":
         return EngineChoice(setting, "set by DQB_SERVING_ENGINE", faithfulness)
-    loss = None if faithfulness is None else faithfulness.get("metric_loss")
-    if faithfulness is not None and loss is not None and loss > budget:
-        reason = (f"the CTranslate2 form loses {loss:.2f} {faithfulness['metric']} points on validation, "
-                  f"more than the budget of {budget:g}")
+    loss, low = _loss(faithfulness)
+    if faithfulness is not None and loss is not None and low is not None and over_budget(low, budget):
+        reason = (f"the CTranslate2 form loses {loss:.2f} {faithfulness['metric']} points on validation "
+                  f"(at least {low:.2f}), more than the budget of {budget:g}")
         return EngineChoice("int8" if packed else "reference", reason, faithfulness)
     return EngineChoice("ctranslate2", "the fastest engine (default)", faithfulness)
+
+
+def _loss(faithfulness: dict[str, Any] | None) -> tuple[float | None, float | None]:
+    """The check's loss and the low end of its interval; a check written before the interval was
+    recorded has only the point estimate, which then stands for both."""
+    if faithfulness is None or not isinstance(faithfulness.get("metric_loss"), int | float):
+        return None, None
+    interval = faithfulness.get("loss_interval")
+    low = interval.get("low") if isinstance(interval, dict) else None
+    loss = float(faithfulness["metric_loss"])
+    return loss, float(low) if isinstance(low, int | float) else loss
 
 
 def fallback(choice: EngineChoice, packed: bool, error: Exception) -> EngineChoice:

@@ -13,8 +13,8 @@ from tests.tiny import make_diverse_teacher, write_jsonl
 
 RECORDS = 24
 AGREEMENT_FIELDS = {"records", "identical", "identical_percent", "distinct_reference_texts",
-                    "rouge_reference", "rouge_fast", "rouge_lsum_delta", "identical_ok", "rouge_ok", "passed",
-                    "mismatches"}
+                    "rouge_reference", "rouge_fast", "rouge_lsum_delta", "rouge_lsum_delta_interval",
+                    "identical_ok", "rouge_ok", "passed", "mismatches"}
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,7 @@ def test_reference_form_is_identical_and_int8_form_is_a_real_comparison(
     assert agreement["distinct_reference_texts"] > RECORDS // 4  # the sample tells inputs apart
     assert agreement["identical_percent"] == 100.0 and agreement["mismatches"] == []
     assert agreement["rouge_lsum_delta"] == 0.0 and agreement["passed"]
+    assert agreement["rouge_lsum_delta_interval"] == [0.0, 0.0]
     # The reference path does not depend on the served form; the served one is the int8 form.
     assert fast["agreement"]["rouge_reference"] == agreement["rouge_reference"]
     assert fast["runtime"]["form"] == "int8_dynamic" and fast["runtime"]["int8_layers"] > 0

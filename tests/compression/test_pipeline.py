@@ -89,6 +89,9 @@ def test_compress_writes_the_artifact_and_load_reproduces_the_student(
     check = report["engines"]["ctranslate2"]
     assert check["available"] and check["metric"] == "rougeLsum" and 0 <= check["identical_percent"] <= 100
     assert check["metric_loss"] == pytest.approx(check["reference"] - check["ctranslate2"])
+    interval = check["loss_interval"]
+    assert interval["low"] <= check["metric_loss"] <= interval["high"]
+    assert check["within_budget"] == (interval["low"] <= check["budget"])
     model, tokenizer = compression.load(result.artifact_dir)
     spec = EvaluationSpec(num_beams=1, max_length=8, min_length=3)
     sources = [example["source"] for example in report["examples"]]

@@ -96,7 +96,7 @@ def test_result_model_carries_its_packing_time_engine_check(service: Service,
     assert check["available"] is True and check["metric"] == "rougeLsum"
     given = {key: value for key, value in check.items() if value is not None}
     assert given == {key: packed[key] for key in given}
-    assert check["within_budget"] == (check["metric_loss"] <= check["budget"])
+    assert check["within_budget"] == (check["loss_interval"]["low"] <= check["budget"])
 
 
 def test_result_model_summarizes_on_the_same_api(service: Service, finished_job: dict[str, Any]) -> None:

@@ -37,7 +37,7 @@ def test_the_engine_setting_serves_every_model_on_our_int8_form(serving_settings
     assert described["engine"]["name"] == "int8" and described["runtime"]["form"] == "int8_dynamic"
 
 
-def test_a_converted_form_that_lost_more_than_the_budget_is_served_by_our_int8_form(
+def test_a_check_without_an_interval_that_lost_more_than_the_budget_falls_back_on_its_estimate(
         serving_settings: Settings, diverse_artifact: Path, tmp_path: Path) -> None:
     artifact = shutil.copytree(diverse_artifact, tmp_path / "student")
     check = {"metric": "rougeLsum", "metric_loss": 0.9, "identical_percent": 80.0}
@@ -46,6 +46,29 @@ def test_a_converted_form_that_lost_more_than_the_budget_is_served_by_our_int8_f
     assert described["engine"]["name"] == "int8" and described["runtime"]["form"] == "int8_dynamic"
     assert "0.90 rougeLsum" in described["engine"]["reason"]
     assert described["engine"]["faithfulness"] == check
+
+
+def test_a_converted_form_surely_over_the_budget_is_served_by_our_int8_form(
+        serving_settings: Settings, diverse_artifact: Path, tmp_path: Path) -> None:
+    artifact = shutil.copytree(diverse_artifact, tmp_path / "student")
+    check = {"metric": "rougeLsum", "metric_loss": 1.4, "identical_percent": 40.0,
+             "loss_interval": {"estimate": 1.4, "standard_error": 0.3, "low": 0.9, "high": 1.9,
+                               "confidence": 0.9, "samples": 1000}}
+    (artifact / REPORT_FILE).write_text(json.dumps({"engines": {"ctranslate2": check}}))
+    described = info(create_app(serving_settings), store_artifact(serving_settings, artifact))
+    reason = described["engine"]["reason"]
+    assert described["engine"]["name"] == "int8" and "1.40 rougeLsum" in reason and "at least 0.90" in reason
+
+
+def test_a_loss_over_the_budget_within_its_noise_is_served_by_ctranslate2(
+        serving_settings: Settings, diverse_artifact: Path, tmp_path: Path) -> None:
+    artifact = shutil.copytree(diverse_artifact, tmp_path / "student")
+    check = {"metric": "rougeLsum", "metric_loss": 0.6, "identical_percent": 43.0,
+             "loss_interval": {"estimate": 0.6, "standard_error": 0.5, "low": -0.2, "high": 1.4,
+                               "confidence": 0.9, "samples": 1000}}
+    (artifact / REPORT_FILE).write_text(json.dumps({"engines": {"ctranslate2": check}}))
+    described = info(create_app(serving_settings), store_artifact(serving_settings, artifact))
+    assert described["engine"]["name"] == "ctranslate2"
 
 
 def test_a_converted_form_within_the_budget_is_served_by_ctranslate2(
