@@ -98,7 +98,7 @@ class DatasetSpec(StrictModel):
     source_field: str = "document"
     target_field: str = "summary"
     validation_fraction: float = 0.05  # held out of train when no validation split is given
-    max_validation_samples: int | None = None  # caps evaluation cost; None = the whole split
+    max_validation_samples: int | None = Field(None, ge=1)  # caps evaluation cost; None = the whole split
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:

@@ -56,6 +56,13 @@ def test_unknown_task_names_the_field() -> None:
         Recipe.from_dict(_recipe_dict(task="question_answering"))
 
 
+@pytest.mark.parametrize("cap", [0, -1])
+def test_a_validation_cap_below_one_record_is_rejected(cap: int) -> None:
+    dataset = {"train": "train.jsonl", "max_validation_samples": cap}
+    with pytest.raises(RecipeError, match="dataset.max_validation_samples"):
+        Recipe.from_dict(_recipe_dict(dataset=dataset))
+
+
 def test_unknown_field_is_rejected_with_its_path() -> None:
     with pytest.raises(RecipeError, match="training.learning_rate: unknown field"):
         Recipe.from_dict(_recipe_dict(training={"learning_rate": 1e-4}))
