@@ -114,6 +114,20 @@ for C in qat_only dq; do
 done
 wait
 
+# 3h. What did fit on an AVX2-only host (session 14): the same pair at 1,000 steps, fp32, side by
+#     side (section 3d; 64 and 90 minutes), then bench.faithfulness on each artifact (issue 18).
+python -m bench.teacher --cycles 3 > /dev/null
+for C in qat_only dq; do
+  OMP_NUM_THREADS=1 python -m bench.quality $ARGS --teacher "$T3" --steps 1000 --eval-every 250 \
+    --out $R/c3-1000-$C --keep-artifacts ~/runs/art-c3-1000-$C --configs "$C:2-2-8:6-3" &
+done
+wait
+for C in qat_only dq; do
+  OMP_NUM_THREADS=1 python -m bench.faithfulness ~/runs/art-c3-1000-$C/${C}_2-2-8_6-3 \
+    --validation $D/validation.jsonl.gz --max-val 1029 --batch-size 16 --threads 1 \
+    --out $R/faithfulness/c3-$C-2-2-8.json
+done
+
 # 4. The levers at a short budget.
 OMP_NUM_THREADS=1 python -m bench.quality $ARGS --steps 1000 --out $R/ablation --configs \
   "qat_only:2-2-8:6-3 dq:2-2-8:6-3 dq:2-2-8:6-3:kl dq:2-2-8:6-3:kl_t2 dq:2-2-8:6-3:norm \
