@@ -47,6 +47,7 @@ def test_created_job_is_sent_to_the_queue_by_task_name(client: TestClient, auth:
     ({"teacher": {"path": "/etc"}}, "teacher"),
     ({"teacher": {"model": "mdl_missing"}}, "teacher.model"),
     ({"dataset": {"dataset": "DS", "validation": "ds_missing"}}, "dataset.validation"),
+    ({"dataset": {"dataset": "DS", "max_validation_samples": 0}}, "dataset.max_validation_samples"),
 ])
 def test_bad_recipe_is_400_naming_the_field(client: TestClient, auth: Headers, uploads: Uploads,
                                             change: dict, param: str) -> None:
